@@ -1,0 +1,10 @@
+// The provider's value layer, file by file, in the module layout provider/src/framework/mod.rs gives it
+// (so the files' `super::` paths resolve) without compiling the provider crate and its AWS SDK.
+// Paths are relative to this directory, as this file is loaded through a #[path] attribute.
+
+#[path = "../../provider/src/framework/cty.rs"]
+pub mod cty;
+#[path = "../../provider/src/framework/json.rs"]
+pub mod json;
+#[path = "../../provider/src/framework/msgpack.rs"]
+pub mod msgpack;

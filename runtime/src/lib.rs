@@ -1,0 +1,6 @@
+//! tandem runtime library: the contracts shared by the Terraform provider and the node daemon.
+//!
+//! Today it holds the network address rules both sides enforce (the provider at plan time, the runtime when
+//! it loads a cluster config); the cluster config model, membership, groups and the daemons follow.
+
+pub mod net;
