@@ -4,6 +4,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -31,16 +32,21 @@ pub struct AwsError {
 }
 
 impl AwsError {
-    pub fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
+    pub fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + StdError + 'static,
-        R: fmt::Debug,
     {
         match &err {
-            SdkError::ServiceError(_) => {
+            SdkError::ServiceError(ctx) => {
                 let code = err.code().map(str::to_string);
-                let message = err.message().unwrap_or("").to_string();
-                let class = code.as_deref().map_or(ErrorClass::Other, classify_code);
+                let status = ctx.raw().status().as_u16();
+                let message = match err.message() {
+                    Some(m) => m.to_string(),
+                    None if code.is_none() => format!("HTTP {status} from the AWS endpoint, with no error code"),
+                    None => String::new(),
+                };
+                // Some endpoints answer without an error code the SDK can parse: the HTTP status still tells.
+                let class = code.as_deref().map_or_else(|| classify_status(status), classify_code);
                 AwsError { code, message, class }
             }
             SdkError::TimeoutError(_) => AwsError {
@@ -123,6 +129,16 @@ pub fn classify_code(code: &str) -> ErrorClass {
     }
 }
 
+/// The class of an error that came without a code.
+pub fn classify_status(status: u16) -> ErrorClass {
+    match status {
+        401 | 403 => ErrorClass::Auth,
+        404 => ErrorClass::NotFound,
+        429 | 500..=599 => ErrorClass::Transient,
+        _ => ErrorClass::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +156,13 @@ mod tests {
         assert_eq!(classify_code("InvalidClientTokenId"), ErrorClass::Auth);
         assert_eq!(classify_code("RequestLimitExceeded"), ErrorClass::Transient);
         assert_eq!(classify_code("InvalidParameterValue"), ErrorClass::Other);
+    }
+
+    #[test]
+    fn codeless_errors_are_classified_by_http_status() {
+        assert_eq!(classify_status(403), ErrorClass::Auth);
+        assert_eq!(classify_status(503), ErrorClass::Transient);
+        assert_eq!(classify_status(400), ErrorClass::Other);
     }
 
     #[test]

@@ -2,9 +2,9 @@
 // (so the files' `super::` paths resolve) without compiling the provider crate and its AWS SDK.
 // Paths are relative to this directory, as this file is loaded through a #[path] attribute.
 
-#[path = "../../provider/src/framework/cty.rs"]
+#[path = "../../src/framework/cty.rs"]
 pub mod cty;
-#[path = "../../provider/src/framework/json.rs"]
+#[path = "../../src/framework/json.rs"]
 pub mod json;
-#[path = "../../provider/src/framework/msgpack.rs"]
+#[path = "../../src/framework/msgpack.rs"]
 pub mod msgpack;
