@@ -267,11 +267,11 @@ impl Provider for TandemProvider {
     ) -> Rpc<pb::validate_resource_config::Response> {
         let req = req.into_inner();
         let mut diags = Diagnostics::new();
-        if let Some(r) = self.resource(&req.type_name, &mut diags) {
-            if let Some(config) = decode(req.config.as_ref(), &r.ty, "resource configuration", &mut diags) {
-                validate_block(&r.schema.block, &config, &AttrPath::default(), &mut diags);
-                r.imp.validate(&config, &mut diags);
-            }
+        if let Some(r) = self.resource(&req.type_name, &mut diags)
+            && let Some(config) = decode(req.config.as_ref(), &r.ty, "resource configuration", &mut diags)
+        {
+            validate_block(&r.schema.block, &config, &AttrPath::default(), &mut diags);
+            r.imp.validate(&config, &mut diags);
         }
         Ok(Response::new(pb::validate_resource_config::Response { diagnostics: diags.to_proto() }))
     }
@@ -282,11 +282,11 @@ impl Provider for TandemProvider {
     ) -> Rpc<pb::validate_data_resource_config::Response> {
         let req = req.into_inner();
         let mut diags = Diagnostics::new();
-        if let Some(d) = self.data_source(&req.type_name, &mut diags) {
-            if let Some(config) = decode(req.config.as_ref(), &d.ty, "data source configuration", &mut diags) {
-                validate_block(&d.schema.block, &config, &AttrPath::default(), &mut diags);
-                d.imp.validate(&config, &mut diags);
-            }
+        if let Some(d) = self.data_source(&req.type_name, &mut diags)
+            && let Some(config) = decode(req.config.as_ref(), &d.ty, "data source configuration", &mut diags)
+        {
+            validate_block(&d.schema.block, &config, &AttrPath::default(), &mut diags);
+            d.imp.validate(&config, &mut diags);
         }
         Ok(Response::new(pb::validate_data_resource_config::Response { diagnostics: diags.to_proto() }))
     }
@@ -363,24 +363,24 @@ impl Provider for TandemProvider {
         let req = req.into_inner();
         let mut diags = Diagnostics::new();
         let mut new_state = None;
-        if let (Some(r), Some(ctx)) = (self.resource(&req.type_name, &mut diags), self.context(&mut diags)) {
-            if let Some(state) = decode(req.current_state.as_ref(), &r.ty, "current state", &mut diags) {
-                let read = async {
-                    let mut d = Diagnostics::new();
-                    let v = r.imp.read(&ctx, &state, &mut d).await;
-                    (v, d)
-                };
-                match self.interruptible(&mut diags, read).await {
-                    Some((Some(v), d)) => {
-                        diags.extend(d);
-                        new_state = encode(&v, &r.ty, &mut diags);
-                    }
-                    Some((None, d)) => {
-                        diags.extend(d);
-                        new_state = null_value();
-                    }
-                    None => {}
+        if let (Some(r), Some(ctx)) = (self.resource(&req.type_name, &mut diags), self.context(&mut diags))
+            && let Some(state) = decode(req.current_state.as_ref(), &r.ty, "current state", &mut diags)
+        {
+            let read = async {
+                let mut d = Diagnostics::new();
+                let v = r.imp.read(&ctx, &state, &mut d).await;
+                (v, d)
+            };
+            match self.interruptible(&mut diags, read).await {
+                Some((Some(v), d)) => {
+                    diags.extend(d);
+                    new_state = encode(&v, &r.ty, &mut diags);
                 }
+                Some((None, d)) => {
+                    diags.extend(d);
+                    new_state = null_value();
+                }
+                None => {}
             }
         }
         Ok(Response::new(pb::read_resource::Response {
@@ -514,18 +514,18 @@ impl Provider for TandemProvider {
         let req = req.into_inner();
         let mut diags = Diagnostics::new();
         let mut state = None;
-        if let (Some(d), Some(ctx)) = (self.data_source(&req.type_name, &mut diags), self.context(&mut diags)) {
-            if let Some(config) = decode(req.config.as_ref(), &d.ty, "data source configuration", &mut diags) {
-                let read = async {
-                    let mut dd = Diagnostics::new();
-                    let v = d.imp.read(&ctx, &config, &mut dd).await;
-                    (v, dd)
-                };
-                if let Some((v, dd)) = self.interruptible(&mut diags, read).await {
-                    diags.extend(dd);
-                    if let Some(v) = v {
-                        state = encode(&v, &d.ty, &mut diags);
-                    }
+        if let (Some(d), Some(ctx)) = (self.data_source(&req.type_name, &mut diags), self.context(&mut diags))
+            && let Some(config) = decode(req.config.as_ref(), &d.ty, "data source configuration", &mut diags)
+        {
+            let read = async {
+                let mut dd = Diagnostics::new();
+                let v = d.imp.read(&ctx, &config, &mut dd).await;
+                (v, dd)
+            };
+            if let Some((v, dd)) = self.interruptible(&mut diags, read).await {
+                diags.extend(dd);
+                if let Some(v) = v {
+                    state = encode(&v, &d.ty, &mut diags);
                 }
             }
         }

@@ -44,13 +44,11 @@ impl Moto {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
-                        let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                        if let Ok(p) = port.parse::<u16>() {
-                            let _ = tx.send(p);
-                            sent = true;
-                        }
+                if !sent && let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
+                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    if let Ok(p) = port.parse::<u16>() {
+                        let _ = tx.send(p);
+                        sent = true;
                     }
                 }
             }

@@ -184,10 +184,10 @@ impl Resource for InternetGateway {
             Err(e) if e.is_not_found() => return,
             Err(e) => return report(diags, "deleting", OBJECT, Some(id), &e),
         };
-        if let Some(vpc_id) = attached {
-            if let Err(e) = detach(ctx, id, &vpc_id).await {
-                return report(diags, "detaching", OBJECT, Some(id), &e);
-            }
+        if let Some(vpc_id) = attached
+            && let Err(e) = detach(ctx, id, &vpc_id).await
+        {
+            return report(diags, "detaching", OBJECT, Some(id), &e);
         }
         lifecycle::delete_and_wait(
             diags,

@@ -140,10 +140,10 @@ pub(crate) async fn delete_and_wait<D, DFut, F, FFut>(
 /// After create/update the user's `tags` are exactly what was planned: read-back filters out default tags,
 /// which may coincide with tags the user set explicitly.
 fn with_planned_tags(mut state: Value, planned: &Value) -> Value {
-    if let (Some(attrs), false) = (state.attrs_mut(), planned.attr("tags").is_unknown()) {
-        if attrs.contains_key("tags") {
-            attrs.insert("tags".to_string(), planned.attr("tags").clone());
-        }
+    if let (Some(attrs), false) = (state.attrs_mut(), planned.attr("tags").is_unknown())
+        && attrs.contains_key("tags")
+    {
+        attrs.insert("tags".to_string(), planned.attr("tags").clone());
     }
     state
 }
