@@ -28,7 +28,7 @@ pub fn schema() -> Schema {
         )
         .attr(
             Attribute::optional("skip_credentials_validation", Type::Bool)
-                .describe("Skip the STS GetCallerIdentity check at start (ARNs then lack the account ID)."),
+                .describe("Skip the STS GetCallerIdentity check of the credentials when the provider starts."),
         )
         .block(
             "endpoints",

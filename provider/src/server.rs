@@ -151,7 +151,7 @@ fn decode(dv: Option<&pb::DynamicValue>, ty: &Type, what: &str, diags: &mut Diag
         Ok(v) => Some(v),
         Err(e) => {
             diags.error(
-                code::BAD_VALUE,
+                e.code(),
                 format!("decoding the {what}: {e}"),
                 "Terraform sent a value that does not fit the schema.",
             );
@@ -200,6 +200,16 @@ fn validate_block(block: &Block, value: &Value, path: &AttrPath, diags: &mut Dia
             }
             Value::Object(_) => validate_block(&nested.block, v, &base, diags),
             _ => {}
+        }
+    }
+}
+
+/// Attributes a resource's read-back does not know (e.g. the `timeouts` block, which only configures the
+/// provider) keep the value Terraform planned or had in state.
+fn carry_missing(result: &mut Value, from: &Value) {
+    if let (Some(attrs), Some(source)) = (result.attrs_mut(), from.attrs()) {
+        for (k, v) in source {
+            attrs.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
 }
@@ -372,8 +382,9 @@ impl Provider for TandemProvider {
                 (v, d)
             };
             match self.interruptible(&mut diags, read).await {
-                Some((Some(v), d)) => {
+                Some((Some(mut v), d)) => {
                     diags.extend(d);
+                    carry_missing(&mut v, &state);
                     new_state = encode(&v, &r.ty, &mut diags);
                 }
                 Some((None, d)) => {
@@ -443,17 +454,17 @@ impl Provider for TandemProvider {
                     };
                     (state, d)
                 };
-                match self.interruptible(&mut diags, op).await {
-                    Some((state, d)) => {
-                        diags.extend(d);
-                        new_state = match state {
-                            Some(v) => encode(&v, &r.ty, &mut diags),
-                            None => null_value(),
-                        };
+                // Not interruptible: abandoning a create would leave an object AWS made but Terraform never
+                // learns of. Waiters are bounded; Terraform kills the process on a second interrupt.
+                let (state, d) = op.await;
+                diags.extend(d);
+                new_state = match state {
+                    Some(mut v) => {
+                        carry_missing(&mut v, &planned);
+                        encode(&v, &r.ty, &mut diags)
                     }
-                    // Interrupted: keep what Terraform had, the object may be half-done.
-                    None => new_state = if prior.is_null() { null_value() } else { encode(&prior, &r.ty, &mut diags) },
-                }
+                    None => null_value(),
+                };
             }
         }
         Ok(Response::new(pb::apply_resource_change::Response {
@@ -632,6 +643,16 @@ mod tests {
         };
         let out = p.import_resource_state(Request::new(req)).await.unwrap().into_inner();
         assert!(out.diagnostics[0].summary.contains(code::UNKNOWN_TYPE));
+    }
+
+    #[test]
+    fn read_back_keeps_config_only_blocks() {
+        let mut read = Value::object([("id", Value::from("vpc-1"))]);
+        let prior =
+            Value::object([("id", Value::from("old")), ("timeouts", Value::object([("create", Value::from("1m"))]))]);
+        carry_missing(&mut read, &prior);
+        assert_eq!(read.attr("id"), &Value::from("vpc-1"));
+        assert_eq!(read.attr("timeouts").attr("create"), &Value::from("1m"));
     }
 
     #[test]

@@ -17,10 +17,16 @@ fn target_profile_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// The provider binary: TANDEM_PROVIDER_BIN when `.ci/run` built it, else built here with the same
+static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// Makes the harness use `path` (e.g. a release build for benchmarks); must come before any other use.
+pub fn use_provider_binary(path: PathBuf) -> bool {
+    BIN.set(Ok(path)).is_ok()
+}
+
+/// The provider binary: TANDEM_PROVIDER_BIN when tests/run.sh built it, else built here with the same
 /// command `.ci/run` uses (so the dependency graph compiles once, with one feature set).
 pub fn provider_binary() -> Result<PathBuf, HarnessError> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Ok(p) = std::env::var("TANDEM_PROVIDER_BIN") {
             return Ok(PathBuf::from(p));

@@ -15,6 +15,9 @@ pub struct Env {
     cli_config: PathBuf,
     pub rt: tokio::runtime::Runtime,
     pub ec2: aws_sdk_ec2::Client,
+    pub route53: aws_sdk_route53::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 pub const REGION: &str = "us-east-1";
@@ -37,16 +40,23 @@ impl Env {
         )
         .expect("write CLI config");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-        let ec2 = rt.block_on(async {
-            let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let conf = rt.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .region(aws_config::Region::new(REGION))
                 .endpoint_url(moto.endpoint())
                 .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
-                .load()
-                .await;
-            aws_sdk_ec2::Client::new(&conf)
-        });
-        Env { moto, root, cli_config, rt, ec2 }
+                .load(),
+        );
+        Env {
+            moto,
+            root,
+            cli_config,
+            rt,
+            ec2: aws_sdk_ec2::Client::new(&conf),
+            route53: aws_sdk_route53::Client::new(&conf),
+            iam: aws_sdk_iam::Client::new(&conf),
+            dynamodb: aws_sdk_dynamodb::Client::new(&conf),
+        }
     }
 
     /// A fresh working directory named `name` with `main.tf` = `config`.

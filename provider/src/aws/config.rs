@@ -193,23 +193,28 @@ pub async fn connect(s: &ProviderSettings) -> Result<AwsContext, ConfigError> {
         return Err(ConfigError::NoCredentials(first_line(&e)));
     }
 
-    let mut ec2 = aws_sdk_ec2::config::Builder::from(&sdk);
-    if let Some(url) = &s.endpoints.ec2 {
-        ec2 = ec2.endpoint_url(url);
+    // One client per service, each with its endpoint override when the provider block names one.
+    macro_rules! client {
+        ($sdk:ident, $endpoint:expr) => {{
+            let mut conf = $sdk::config::Builder::from(&sdk);
+            if let Some(url) = $endpoint {
+                conf = conf.endpoint_url(url);
+            }
+            $sdk::Client::from_conf(conf.build())
+        }};
     }
     let mut ctx = AwsContext {
-        ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
+        ec2: client!(aws_sdk_ec2, &s.endpoints.ec2),
+        route53: client!(aws_sdk_route53, &s.endpoints.route53),
+        iam: client!(aws_sdk_iam, &s.endpoints.iam),
+        dynamodb: client!(aws_sdk_dynamodb, &s.endpoints.dynamodb),
         partition: partition_of(&region),
         region,
         account_id: String::new(),
         default_tags: s.default_tags.clone(),
     };
     if !s.skip_credentials_validation {
-        let mut sts = aws_sdk_sts::config::Builder::from(&sdk);
-        if let Some(url) = &s.endpoints.sts {
-            sts = sts.endpoint_url(url);
-        }
-        let sts = aws_sdk_sts::Client::from_conf(sts.build());
+        let sts = client!(aws_sdk_sts, &s.endpoints.sts);
         let identity =
             sts.get_caller_identity().send().await.map_err(AwsError::from_sdk).map_err(|e| match e.class {
                 ErrorClass::Auth => ConfigError::CredentialsRejected(e),

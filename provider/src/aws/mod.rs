@@ -12,6 +12,9 @@ pub use error::{AwsError, ErrorClass};
 #[derive(Clone, Debug)]
 pub struct AwsContext {
     pub ec2: aws_sdk_ec2::Client,
+    pub route53: aws_sdk_route53::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
     pub region: String,
     /// `aws`, `aws-cn` or `aws-us-gov`: the first field of every ARN.
     pub partition: &'static str,

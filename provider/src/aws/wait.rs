@@ -87,6 +87,11 @@ where
     }
 }
 
+/// The duration the resource's `timeouts` block gives for `op` ("create", "update", "delete"), else `default`.
+pub fn timeout_for(state: &crate::framework::Value, op: &str, default: Duration) -> Duration {
+    state.attr("timeouts").attr(op).as_str().and_then(|t| parse_duration(t).ok()).unwrap_or(default)
+}
+
 /// Parses a `timeouts` block value such as "10m", "90s", "1h30m".
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = 0u64;
@@ -169,6 +174,16 @@ mod tests {
         })
         .await;
         assert_eq!(calls2.get(), 1);
+    }
+
+    #[test]
+    fn timeouts_block_overrides_the_default() {
+        use crate::framework::Value;
+        let state =
+            Value::object([("timeouts", Value::object([("create", Value::from("2m")), ("delete", Value::Null)]))]);
+        assert_eq!(timeout_for(&state, "create", CREATE_TIMEOUT), Duration::from_secs(120));
+        assert_eq!(timeout_for(&state, "delete", DELETE_TIMEOUT), DELETE_TIMEOUT);
+        assert_eq!(timeout_for(&Value::Null, "create", CREATE_TIMEOUT), CREATE_TIMEOUT);
     }
 
     #[test]

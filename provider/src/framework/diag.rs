@@ -90,7 +90,7 @@ impl Diagnostics {
         Self::default()
     }
 
-    /// An error with a stable code, e.g. `error("TDM-EC2-001", "creating EC2 VPC", detail)`.
+    /// An error with a stable code, e.g. `error("TDM-EC2-010", "subnet CIDR … is outside VPC …", detail)`.
     pub fn error(&mut self, code: &str, summary: impl fmt::Display, detail: impl Into<String>) {
         self.push(Severity::Error, code, summary, detail, None);
     }

@@ -4,7 +4,7 @@
 
 use super::cty::Value;
 use super::diag::AttrPath;
-use super::schema::{Block, PlanModifier};
+use super::schema::{Block, Nesting, PlanModifier};
 
 /// The plan under construction, handed to a resource's own plan hook.
 #[derive(Debug)]
@@ -61,10 +61,16 @@ pub fn plan_from_schema<'a>(block: &Block, prior: &'a Value, config: &'a Value, 
             }
         }
     }
+    plan_nested_blocks(block, &mut plan.planned, config, prior);
     if !creating {
         for attr in &block.attributes {
             if attr.has(PlanModifier::RequiresReplace) {
                 plan.replace_if_changed(attr.name);
+            }
+        }
+        for nested in &block.blocks {
+            if nested.block.attributes.iter().any(|a| a.has(PlanModifier::RequiresReplace)) {
+                plan.replace_if_changed(nested.name);
             }
         }
         // A change anywhere may change what AWS computes for attributes without a stable value.
@@ -75,6 +81,51 @@ pub fn plan_from_schema<'a>(block: &Block, prior: &'a Value, config: &'a Value, 
         }
     }
     plan
+}
+
+/// Defaults and "known after apply" for computed attributes inside nested blocks. List and single blocks
+/// are matched with the prior state by position; set elements have no identity, so they count as new.
+fn plan_nested_blocks(block: &Block, planned: &mut Value, config: &Value, prior: &Value) {
+    let Some(attrs) = planned.attrs_mut() else { return };
+    for nested in &block.blocks {
+        let Some(value) = attrs.get_mut(nested.name) else { continue };
+        let (cfg, old) = (config.attr(nested.name), prior.attr(nested.name));
+        match (nested.nesting, value) {
+            (Nesting::Single, v @ Value::Object(_)) => plan_nested_object(&nested.block, v, cfg, old),
+            (Nesting::List, Value::List(items)) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let c = cfg.elements().get(i).unwrap_or(&Value::Null);
+                    let o = old.elements().get(i).unwrap_or(&Value::Null);
+                    plan_nested_object(&nested.block, item, c, o);
+                }
+            }
+            (Nesting::Set, Value::Set(items)) => {
+                for item in items.iter_mut() {
+                    let c = item.clone();
+                    plan_nested_object(&nested.block, item, &c, &Value::Null);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn plan_nested_object(block: &Block, item: &mut Value, config: &Value, prior: &Value) {
+    if let Some(attrs) = item.attrs_mut() {
+        for attr in block.attributes.iter().filter(|a| a.computed) {
+            if !config.attr(attr.name).is_null() {
+                continue;
+            }
+            if let Some(default) = &attr.default {
+                attrs.insert(attr.name.to_string(), default.clone());
+            } else if prior.is_null() {
+                attrs.insert(attr.name.to_string(), Value::Unknown);
+            } else {
+                attrs.insert(attr.name.to_string(), prior.attr(attr.name).clone());
+            }
+        }
+    }
+    plan_nested_blocks(block, item, config, prior);
 }
 
 #[cfg(test)]
@@ -137,6 +188,24 @@ mod tests {
         assert_eq!(plan.requires_replace, vec![AttrPath::root("cidr_block")]);
         assert_eq!(plan.get("id"), &Value::from("vpc-1"), "use_state_for_unknown keeps the id");
         assert!(plan.get("etag").is_unknown(), "volatile computed becomes unknown on change");
+    }
+
+    #[test]
+    fn nested_block_defaults_and_unknowns_are_planned() {
+        let b = Block::new("t").block(
+            "metadata_options",
+            Nesting::List,
+            1,
+            Block::new("m")
+                .attr(Attribute::with_default("http_tokens", Value::from("required")))
+                .attr(Attribute::computed("instance_metadata_tags", Type::String)),
+        );
+        let item = Value::object([("http_tokens", Value::Null), ("instance_metadata_tags", Value::Null)]);
+        let config = Value::object([("metadata_options", Value::List(vec![item.clone()]))]);
+        let plan = plan_from_schema(&b, &Value::Null, &config, config.clone());
+        let planned = &plan.get("metadata_options").elements()[0];
+        assert_eq!(planned.attr("http_tokens"), &Value::from("required"));
+        assert!(planned.attr("instance_metadata_tags").is_unknown());
     }
 
     #[test]

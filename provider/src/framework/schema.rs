@@ -242,11 +242,33 @@ impl Schema {
 pub fn tags_attributes() -> [Attribute; 2] {
     let map = Type::Map(Box::new(Type::String));
     [
-        Attribute::optional("tags", map.clone())
-            .describe("Tags for the object. Merged over the provider's `default_tags` (these win)."),
+        Attribute::optional("tags", map.clone()).describe(
+            "Tags for the object. A key set here overrides the provider's `default_tags` entry with the same key.",
+        ),
         Attribute::computed_volatile("tags_all", map)
             .describe("All tags of the object, including those inherited from the provider's `default_tags`."),
     ]
+}
+
+/// The `timeouts { create = "10m" ... }` block of resources AWS is slow with; read with
+/// `crate::aws::wait::timeout_for`.
+pub fn timeouts_block(ops: &[&'static str]) -> NestedBlock {
+    let mut block = Block::new("How long to wait for each operation, e.g. `\"10m\"` or `\"90s\"`.");
+    for op in ops {
+        block = block.attr(
+            Attribute::optional(op, Type::String)
+                .validate(super::validators::duration)
+                .describe("A duration such as `10m`, `90s` or `1h30m`."),
+        );
+    }
+    NestedBlock { name: "timeouts", nesting: Nesting::Single, block, min_items: 0, max_items: 0 }
+}
+
+impl Block {
+    pub fn nested(mut self, nested: NestedBlock) -> Self {
+        self.blocks.push(nested);
+        self
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,12 @@ pub fn availability_zone_name(v: &Value) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("{text:?} is not an availability zone name such as us-east-1a")) }
 }
 
+/// A duration as `timeouts` blocks take it: `10m`, `90s`, `1h30m`.
+pub fn duration(v: &Value) -> Result<(), String> {
+    let text = v.as_str().ok_or("expected a string")?;
+    crate::aws::wait::parse_duration(text).map(|_| ())
+}
+
 pub fn not_empty(v: &Value) -> Result<(), String> {
     match v.as_str() {
         Some(s) if !s.trim().is_empty() => Ok(()),

@@ -1,22 +1,37 @@
-//! The registry of resource types and data sources. A new kind = one file here + one line in a list below.
-
-mod availability_zones;
-mod internet_gateway;
-mod lifecycle;
-mod subnet;
-mod vpc;
+//! The registry of resource types and data sources. A new kind = one file here + one line in `registry!`.
 
 use std::collections::BTreeMap;
 
 use crate::aws::{AwsError, ErrorClass};
 use crate::framework::{DataSource, Diagnostics, Resource, Value};
 
-pub fn resources() -> Vec<Box<dyn Resource>> {
-    vec![Box::new(vpc::Vpc), Box::new(subnet::Subnet), Box::new(internet_gateway::InternetGateway)]
+mod lifecycle;
+
+/// Declares each kind's module and lists it, so that a kind is registered by exactly one line.
+macro_rules! registry {
+    (resources { $($rm:ident :: $rt:ident,)* } data_sources { $($dm:ident :: $dt:ident,)* }) => {
+        $(mod $rm;)*
+        $(mod $dm;)*
+
+        pub fn resources() -> Vec<Box<dyn Resource>> {
+            vec![$(Box::new($rm::$rt)),*]
+        }
+
+        pub fn data_sources() -> Vec<Box<dyn DataSource>> {
+            vec![$(Box::new($dm::$dt)),*]
+        }
+    };
 }
 
-pub fn data_sources() -> Vec<Box<dyn DataSource>> {
-    vec![Box::new(availability_zones::AvailabilityZones)]
+registry! {
+    resources {
+        vpc::Vpc,
+        subnet::Subnet,
+        internet_gateway::InternetGateway,
+    }
+    data_sources {
+        availability_zones::AvailabilityZones,
+    }
 }
 
 /// Builds an object value from attribute pairs.
