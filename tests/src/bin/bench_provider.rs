@@ -1,6 +1,7 @@
 //! Provider benchmarks (run by hand, not in CI; see docs/benchmarks.md):
 //!   cargo build --release -p terraform-provider-tandem && \
 //!   cargo run --release -p tandem-tests --bin bench_provider -- [RUNS]
+//!   cargo run --release -p tandem-tests --bin bench_provider -- scale 1 10 50   # N subnets + N route tables
 //! Figures: start → handshake line, GetProviderSchema (in process, incl. protobuf encoding), wall time of
 //! init/apply/plan/destroy of terraform-examples/network against moto, peak RSS of provider processes during
 //! apply, release binary size.
@@ -110,12 +111,65 @@ fn watch_provider_rss(running: Arc<AtomicBool>, peak: Arc<AtomicU64>) {
     }
 }
 
+/// A VPC with `n` subnets, each with its own route table and association: how apply/plan/destroy grow.
+fn scale_config(n: usize) -> String {
+    format!(
+        r#"{}
+resource "tandem_vpc" "v" {{
+  cidr_block = "10.0.0.0/16"
+}}
+
+resource "tandem_subnet" "s" {{
+  count      = {n}
+  vpc_id     = tandem_vpc.v.id
+  cidr_block = cidrsubnet("10.0.0.0/16", 8, count.index)
+}}
+
+resource "tandem_route_table" "r" {{
+  count  = {n}
+  vpc_id = tandem_vpc.v.id
+}}
+
+resource "tandem_route_table_association" "a" {{
+  count          = {n}
+  subnet_id      = tandem_subnet.s[count.index].id
+  route_table_id = tandem_route_table.r[count.index].id
+}}
+"#,
+        tandem_tests::terraform::provider_block()
+    )
+}
+
+fn scale(sizes: &[usize]) {
+    println!("| N | resources | apply | plan | destroy |\n|---|---|---|---|---|");
+    for &n in sizes {
+        let env = Env::start();
+        let wd = env.workdir(&format!("scale{n}"), &scale_config(n));
+        wd.init();
+        let timed = |args: &[&str]| {
+            let s = Instant::now();
+            wd.ok(args);
+            s.elapsed().as_secs_f64()
+        };
+        let apply = timed(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+        let plan = timed(&["plan", "-input=false", "-no-color"]);
+        let destroy = timed(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+        println!("| {n} | {} | {apply:.2} s | {plan:.2} s | {destroy:.2} s |", 3 * n + 1);
+    }
+}
+
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     let target =
         std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
     let bin = target.join("release/terraform-provider-tandem");
     assert!(bin.exists(), "build it first: cargo build --release -p terraform-provider-tandem ({})", bin.display());
+    assert!(tandem_tests::provider::use_provider_binary(bin.clone()), "the harness had chosen a binary already");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("scale") {
+        let sizes: Vec<usize> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();
+        return scale(if sizes.is_empty() { &[1, 10, 50] } else { &sizes });
+    }
+    let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
     let size = std::fs::metadata(&bin).expect("binary").len();
 
     println!("## terraform-provider-tandem, release build\n");
@@ -125,7 +179,6 @@ fn main() {
     let (times, schema_bytes) = schema_times(2000);
     summary(&format!("GetProviderSchema in process ({schema_bytes} B encoded)"), times);
 
-    assert!(tandem_tests::provider::use_provider_binary(bin.clone()), "the harness had chosen a binary already");
     let example =
         std::fs::read_to_string(workspace_root().join("terraform-examples/network/main.tf")).expect("example");
     let mut walls: [Vec<Duration>; 4] = Default::default();
