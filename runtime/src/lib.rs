@@ -3,4 +3,5 @@
 //! Today it holds the network address rules both sides enforce (the provider at plan time, the runtime when
 //! it loads a cluster config); the cluster config model, membership, groups and the daemons follow.
 
+pub mod config;
 pub mod net;
