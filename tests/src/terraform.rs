@@ -68,6 +68,18 @@ impl Env {
         wd
     }
 
+    /// A working directory holding a copy of `terraform-examples/<example>` (and the shared modules it
+    /// sources by relative path), with `tfvars` written to `test.auto.tfvars`.
+    pub fn example_workdir(&self, example: &str, tfvars: &str) -> Workdir {
+        let src = super::workspace_root().join("terraform-examples");
+        let tree = self.root.path().join(format!("examples-{example}"));
+        copy_tree(&src.join(example), &tree.join(example)).expect("copy example");
+        copy_tree(&src.join("modules"), &tree.join("modules")).expect("copy modules");
+        let dir = tree.join(example);
+        std::fs::write(dir.join("test.auto.tfvars"), tfvars).expect("write tfvars");
+        Workdir { dir, env: self.tf_env() }
+    }
+
     /// The environment every terraform run gets: the local endpoint, test credentials, no IMDS.
     pub fn tf_env(&self) -> Vec<(String, String)> {
         [
@@ -224,6 +236,24 @@ impl Workdir {
     pub fn path(&self) -> &Path {
         &self.dir
     }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        // Leftovers of a local run of the example are not part of it.
+        if name == ".terraform" || name.to_string_lossy().starts_with("terraform.tfstate") {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &to.join(&name))?;
+        } else {
+            std::fs::copy(entry.path(), to.join(&name))?;
+        }
+    }
+    Ok(())
 }
 
 fn find_resource(module: &Json, address: &str) -> Option<Json> {

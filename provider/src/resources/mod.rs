@@ -6,6 +6,7 @@ use crate::aws::{AwsError, ErrorClass};
 use crate::framework::{DataSource, Diagnostics, Resource, Value};
 
 mod lifecycle;
+mod policy_json;
 
 /// Declares each kind's module and lists it, so that a kind is registered by exactly one line.
 macro_rules! registry {
@@ -28,9 +29,30 @@ registry! {
         vpc::Vpc,
         subnet::Subnet,
         internet_gateway::InternetGateway,
+        eip::Eip,
+        eip_association::EipAssociation,
+        nat_gateway::NatGateway,
+        route_table::RouteTable,
+        route::Route,
+        route_table_association::RouteTableAssociation,
+        vpc_endpoint::VpcEndpoint,
+        security_group::SecurityGroup,
+        security_group_rule::SecurityGroupRuleResource,
+        instance::Instance,
+        ebs_volume::EbsVolume,
+        volume_attachment::VolumeAttachmentResource,
+        route53_zone::Route53Zone,
+        route53_record::Route53Record,
+        iam_policy::IamPolicy,
+        iam_role::IamRole,
+        iam_role_policy_attachment::IamRolePolicyAttachment,
+        iam_instance_profile::IamInstanceProfile,
+        dynamodb_table::DynamodbTable,
+        cluster::Cluster,
     }
     data_sources {
         availability_zones::AvailabilityZones,
+        ami::Ami,
     }
 }
 
