@@ -33,6 +33,9 @@ resource "tandem_eip" "service" {
 resource "tandem_eip_association" "initial" {
   allocation_id        = tandem_eip.service.allocation_id
   network_interface_id = module.base.node_eni_ids[0]
+  lifecycle {
+    ignore_changes = [network_interface_id, private_ip_address]
+  }
 }
 
 # Least privilege for EIP control, and the lease table.

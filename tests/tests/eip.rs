@@ -181,8 +181,9 @@ fn eip_association_basic_import_update_replace_moved_destroy() {
     wd.apply();
     wd.assert_plans_empty();
 
-    // The runtime moves the address (EIP control failover): the association Terraform made is gone, and the
-    // next plan would create it again, as documented.
+    // The runtime moves the address (EIP control failover): the resource follows the address's current
+    // association, and with ignore_changes on the interface the plan stays empty — Terraform never moves it
+    // back. Without ignore_changes the interface difference forces a replacement (visible drift).
     env.block_on(async {
         env.ec2
             .associate_address()
@@ -195,7 +196,18 @@ fn eip_association_basic_import_update_replace_moved_destroy() {
     });
     let plan = wd.plan_code(&[]);
     assert_eq!(plan.code, Some(2), "{}", plan.output());
-    assert!(plan.stdout.contains("tandem_eip_association.test will be created"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("must be replaced"), "drift on the interface is visible:\n{}", plan.stdout);
+    let ignoring = association_config(&eni2, true).replace(
+        "  allow_reassociation  = true\n",
+        "  allow_reassociation  = true\n  lifecycle {\n    ignore_changes = [network_interface_id, private_ip_address]\n  }\n",
+    );
+    assert_ne!(ignoring, association_config(&eni2, true), "the lifecycle block was inserted");
+    wd.write(&ignoring);
+    wd.assert_plans_empty();
+    wd.ok(&["apply", "-refresh-only", "-auto-approve", "-no-color"]);
+    let after = wd.state_of("tandem_eip_association.test");
+    assert_eq!(after["network_interface_id"], eni1.as_str(), "state follows the runtime's association");
+    assert_eq!(address(&env, &allocation).and_then(|a| a.network_interface_id().map(str::to_string)), Some(eni1.clone()));
 
     // Destroy releases the address although the runtime's association still holds it.
     wd.destroy();

@@ -268,7 +268,8 @@ fn vanished_rule_and_group_are_planned_again_and_restored() {
 fn points_at(out: &str, attr: &str) -> bool {
     out.lines().any(|l| {
         l.split_once(": ").is_some_and(|(n, rest)| {
-            n.trim().parse::<u32>().is_ok() && rest.trim_start().strip_prefix(attr).is_some_and(|r| r.starts_with([' ', '=']))
+            n.trim().parse::<u32>().is_ok()
+                && rest.trim_start().strip_prefix(attr).is_some_and(|r| r.starts_with([' ', '=']))
         })
     })
 }
@@ -288,14 +289,26 @@ fn bad_rules_are_diagnostics_on_the_attribute_and_create_nothing() {
     );
     wd.init();
     let cases: [(&str, &str, &str); 4] = [
-        ("  protocol  = \"tcp\"\n  from_port = 22\n  to_port   = 22\n  cidr_ipv4 = \"10.0.0.0/33\"\n", "TDM-PRV-006", "cidr_ipv4"),
+        (
+            "  protocol  = \"tcp\"\n  from_port = 22\n  to_port   = 22\n  cidr_ipv4 = \"10.0.0.0/33\"\n",
+            "TDM-PRV-006",
+            "cidr_ipv4",
+        ),
         (
             "  protocol  = \"tcp\"\n  from_port = 22\n  to_port   = 22\n  cidr_ipv4 = \"10.0.0.0/8\"\n  source_security_group_id = \"sg-1\"\n",
             "TDM-EC2-150",
             "source_security_group_id",
         ),
-        ("  protocol  = \"tcp\"\n  from_port = 22\n  to_port   = 70000\n  cidr_ipv4 = \"10.0.0.0/8\"\n", "TDM-EC2-151", "to_port"),
-        ("  protocol  = \"all\"\n  from_port = 0\n  to_port = 0\n  cidr_ipv4 = \"10.0.0.0/8\"\n", "TDM-EC2-151", "from_port"),
+        (
+            "  protocol  = \"tcp\"\n  from_port = 22\n  to_port   = 70000\n  cidr_ipv4 = \"10.0.0.0/8\"\n",
+            "TDM-EC2-151",
+            "to_port",
+        ),
+        (
+            "  protocol  = \"all\"\n  from_port = 0\n  to_port = 0\n  cidr_ipv4 = \"10.0.0.0/8\"\n",
+            "TDM-EC2-151",
+            "from_port",
+        ),
     ];
     for (body, code, attr) in cases {
         wd.write(&rule(body));
@@ -305,10 +318,8 @@ fn bad_rules_are_diagnostics_on_the_attribute_and_create_nothing() {
         assert!(out.contains(code), "{code} expected:\n{out}");
         assert!(points_at(&out, attr), "the diagnostic points at {attr}:\n{out}");
     }
-    let bad_name = format!(
-        "{}\nresource \"tandem_security_group\" \"bad\" {{\n  name = \"sg-nodes\"\n}}\n",
-        provider_block()
-    );
+    let bad_name =
+        format!("{}\nresource \"tandem_security_group\" \"bad\" {{\n  name = \"sg-nodes\"\n}}\n", provider_block());
     wd.write(&bad_name);
     let r = wd.run(&["apply", "-auto-approve", "-no-color"]);
     assert_eq!(r.code, Some(1));

@@ -62,7 +62,9 @@ impl Secrets {
     }
 
     fn set_into(&self, v: &mut Value) {
-        let map = |m: &BTreeMap<String, String>| Value::Map(m.iter().map(|(k, x)| (k.clone(), Value::from(x.as_str()))).collect());
+        let map = |m: &BTreeMap<String, String>| {
+            Value::Map(m.iter().map(|(k, x)| (k.clone(), Value::from(x.as_str()))).collect())
+        };
         if let Some(attrs) = v.attrs_mut() {
             attrs.insert("heartbeat_key".into(), Value::from(self.heartbeat_key.as_str()));
             attrs.insert("ca_cert_pem".into(), Value::from(self.ca_cert_pem.as_str()));
@@ -116,7 +118,12 @@ fn read_source(v: &Value, diags: &mut Diagnostics) -> Option<(Source, Option<Str
         Some(text) => match user_data::parse_sha256(text) {
             Ok(s) => Some(s),
             Err(message) => {
-                diags.error_at(AttrPath::root("tandemd_sha256"), code::BAD_SHA256, message, "Write the digest as sha256sum prints it.");
+                diags.error_at(
+                    AttrPath::root("tandemd_sha256"),
+                    code::BAD_SHA256,
+                    message,
+                    "Write the digest as sha256sum prints it.",
+                );
                 None
             }
         },
@@ -246,10 +253,17 @@ fn resolve_secrets(
             (secrets::heartbeat_key()?, cert, key)
         }
     };
-    let mut s = Secrets { heartbeat_key, ca_cert_pem, ca_key_pem, node_cert_pem: BTreeMap::new(), node_key_pem: BTreeMap::new() };
+    let mut s = Secrets {
+        heartbeat_key,
+        ca_cert_pem,
+        ca_key_pem,
+        node_cert_pem: BTreeMap::new(),
+        node_key_pem: BTreeMap::new(),
+    };
     for n in &config.nodes {
         let same = prior_nodes.get(&n.name).is_some_and(|ip| ip.parse::<Ipv4Addr>().ok() == Some(n.private_ip));
-        let kept = prior.filter(|_| same).and_then(|p| Some((p.node_cert_pem.get(&n.name)?, p.node_key_pem.get(&n.name)?)));
+        let kept =
+            prior.filter(|_| same).and_then(|p| Some((p.node_cert_pem.get(&n.name)?, p.node_key_pem.get(&n.name)?)));
         let (cert, key) = match kept {
             Some((c, k)) => (c.clone(), k.clone()),
             None => secrets::node_cert(&s.ca_key_pem, &n.name, n.private_ip)?,
@@ -292,7 +306,11 @@ async fn apply(ctx: &AwsContext, prior: &Value, planned: &Value, diags: &mut Dia
             match resolve_secrets(&built.config, keep.as_ref(), &prior_nodes) {
                 Ok(s) => s,
                 Err(e) => {
-                    diags.error(code::SECRETS_FAILED, format!("generating the cluster's secrets: {e}"), "Retry the apply.");
+                    diags.error(
+                        code::SECRETS_FAILED,
+                        format!("generating the cluster's secrets: {e}"),
+                        "Retry the apply.",
+                    );
                     return None;
                 }
             }
@@ -364,7 +382,8 @@ impl Resource for Cluster {
                 let prior = plan.prior.attr(name).clone();
                 plan.set(name, prior);
             }
-            let same_nodes = matches!((node_identities(plan.prior), node_identities(&plan.planned)), (Some(a), Some(b)) if a == b);
+            let same_nodes =
+                matches!((node_identities(plan.prior), node_identities(&plan.planned)), (Some(a), Some(b)) if a == b);
             if !same_nodes {
                 plan.set("node_cert_pem", Value::Unknown);
                 plan.set("node_key_pem", Value::Unknown);
@@ -440,13 +459,20 @@ mod tests {
         let a = Value::object([("node", Value::List(vec![node("a", "10.0.1.10"), node("b", "10.0.2.10")]))]);
         let b = Value::object([("node", Value::List(vec![node("a", "10.0.1.10"), node("b", "10.0.2.11")]))]);
         assert_ne!(node_identities(&a), node_identities(&b));
-        let unknown = Value::object([("node", Value::List(vec![Value::object([("name", Value::from("a")), ("private_ip", Value::Unknown)])]))]);
+        let unknown = Value::object([(
+            "node",
+            Value::List(vec![Value::object([("name", Value::from("a")), ("private_ip", Value::Unknown)])]),
+        )]);
         assert_eq!(node_identities(&unknown), None);
     }
 
     #[test]
     fn only_user_inputs_count_as_changes() {
-        let prior = Value::object([("name", Value::from("web")), ("user_data", Value::Unknown), ("rotate_secrets", Value::Null)]);
+        let prior = Value::object([
+            ("name", Value::from("web")),
+            ("user_data", Value::Unknown),
+            ("rotate_secrets", Value::Null),
+        ]);
         let mut planned = prior.clone();
         planned.attrs_mut().unwrap().insert("user_data".into(), Value::from("x"));
         planned.attrs_mut().unwrap().insert("rotate_secrets".into(), Value::from("1"));

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use aws_sdk_ec2::types::NetworkInterface;
 
-use super::eip::{check_allocation_exists, find_eip_by_association_id, non_empty};
+use super::eip::{check_allocation_exists, find_eip_by_allocation_id, find_eip_by_association_id, non_empty};
 use super::{lifecycle, object, opt_str, report};
 use crate::aws::wait;
 use crate::aws::{AwsContext, AwsError, ErrorClass};
@@ -41,15 +41,27 @@ pub(crate) async fn check_network_interface_exists(ctx: &AwsContext, attr: &str,
     }
 }
 
+/// The address's current association. When the runtime has moved the address since (a failover makes a
+/// new association), that one is read: the initial association this resource made lives on as whatever
+/// association the address has, so Terraform does not move the address back. Gone only when the address is
+/// no longer associated at all.
 async fn read_association(ctx: &AwsContext, id: &str, prior: &Value) -> Result<Option<Value>, AwsError> {
     let a = match find_eip_by_association_id(ctx, id).await {
         Ok(a) => a,
-        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) if e.is_not_found() => {
+            let Some(allocation) = prior.attr("allocation_id").as_str() else { return Ok(None) };
+            match find_eip_by_allocation_id(ctx, allocation).await {
+                Ok(a) if non_empty(a.association_id()).is_some() => a,
+                Ok(_) => return Ok(None),
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
         Err(e) => return Err(e),
     };
     let reassociate = prior.attr("allow_reassociation").as_bool().unwrap_or(true);
     Ok(Some(object([
-        ("id", Value::from(id)),
+        ("id", opt_str(non_empty(a.association_id()))),
         ("allocation_id", opt_str(non_empty(a.allocation_id()))),
         ("network_interface_id", opt_str(non_empty(a.network_interface_id()))),
         ("private_ip_address", opt_str(non_empty(a.private_ip_address()))),
@@ -77,8 +89,10 @@ impl Resource for EipAssociation {
         Schema::new(
             0,
             Block::new(
-                "Associates an Elastic IP with a network interface. Not for addresses a tandem failover group \
-                 moves: the runtime owns those associations.",
+                "Associates an Elastic IP with a network interface: the initial association of a failover \
+                 group's address. After the runtime moves the address, this resource reads the address's \
+                 current association; use `lifecycle { ignore_changes = [network_interface_id, \
+                 private_ip_address] }` so Terraform never moves it back.",
             )
             .attr(Attribute::computed("id", Type::String).describe("The association ID, e.g. `eipassoc-0123…`."))
             .attr(

@@ -204,7 +204,7 @@ async fn read_instance(ctx: &AwsContext, id: &str, prior: &Value) -> Result<Opti
     };
 
     let arn = ctx.arn("ec2", owner.as_deref(), &format!("instance/{id}"));
-    let profile = i.iam_instance_profile().and_then(|p| p.arn()).map(profile_name_from_arn);
+    let profile = current_profile_association(ctx, id).await?.map(|(_, name, _)| name);
     let groups: Vec<Value> = i.security_groups().iter().filter_map(|g| g.group_id()).map(Value::from).collect();
     Ok(Some(object([
         ("id", Value::from(id)),
@@ -214,7 +214,7 @@ async fn read_instance(ctx: &AwsContext, id: &str, prior: &Value) -> Result<Opti
         ("subnet_id", opt_str(i.subnet_id())),
         ("private_ip", opt_str(i.private_ip_address())),
         ("vpc_security_group_ids", Value::Set(groups)),
-        ("iam_instance_profile", opt_str(profile)),
+        ("iam_instance_profile", opt_str(profile.as_deref())),
         ("user_data", opt_str(user_data.as_deref())),
         (
             "user_data_replace_on_change",
@@ -429,10 +429,24 @@ fn metadata_request(block: Option<&Value>) -> InstanceMetadataOptionsRequest {
         .build()
 }
 
-fn root_mapping(device: &str, block: Option<&Value>) -> BlockDeviceMapping {
+/// The AMI's root device and the size of its root snapshot.
+fn image_root(image: &aws_sdk_ec2::types::Image) -> Option<(String, Option<i32>)> {
+    let device = image.root_device_name()?;
+    let size = image
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == Some(device))
+        .and_then(|m| m.ebs())
+        .and_then(|e| e.volume_size());
+    Some((device.to_string(), size))
+}
+
+/// The root volume as launched: the configured values, else the defaults (encrypted gp3, deleted with the
+/// instance) and the AMI's own snapshot size, stated explicitly.
+fn root_mapping(device: &str, image_size: Option<i32>, block: Option<&Value>) -> BlockDeviceMapping {
     let get = |name: &str| block.map_or(&Value::Null, |b| b.attr(name));
     let ebs = EbsBlockDevice::builder()
-        .set_volume_size(int(get("volume_size")))
+        .set_volume_size(int(get("volume_size")).or(image_size))
         .volume_type(VolumeType::from(get("volume_type").as_str().unwrap_or("gp3")))
         .encrypted(get("encrypted").as_bool().unwrap_or(true))
         .delete_on_termination(get("delete_on_termination").as_bool().unwrap_or(true))
@@ -485,7 +499,11 @@ fn is_profile_propagation(err: &AwsError) -> bool {
     err.has_code("InvalidParameterValue") && err.message.to_ascii_lowercase().contains("iaminstanceprofile")
 }
 
-async fn run_instance(ctx: &AwsContext, planned: &Value, root_device: Option<&str>) -> Result<String, AwsError> {
+async fn run_instance(
+    ctx: &AwsContext,
+    planned: &Value,
+    root: Option<&(String, Option<i32>)>,
+) -> Result<String, AwsError> {
     let all = tags::tags_of(planned.attr("tags_all"));
     let groups: Option<Vec<String>> = match planned.attr("vpc_security_group_ids") {
         Value::Set(items) | Value::List(items) => {
@@ -515,7 +533,7 @@ async fn run_instance(ctx: &AwsContext, planned: &Value, root_device: Option<&st
             .set_key_name(planned.attr("key_name").as_str().map(str::to_string))
             .metadata_options(metadata_request(block_of(planned, "metadata_options")))
             .set_block_device_mappings(
-                root_device.map(|d| vec![root_mapping(d, block_of(planned, "root_block_device"))]),
+                root.map(|(d, size)| vec![root_mapping(d, *size, block_of(planned, "root_block_device"))]),
             )
             .set_tag_specifications(tags::ec2_tag_spec(ResourceType::Instance, &all).map(|t| vec![t]))
     };
@@ -620,7 +638,12 @@ async fn update_security_groups(ctx: &AwsContext, id: &str, prior: &Value, plann
     Ok(())
 }
 
-async fn current_profile_association(ctx: &AwsContext, id: &str) -> Result<Option<String>, AwsError> {
+/// The instance's profile association (ID, profile name, state), from DescribeIamInstanceProfileAssociations:
+/// the authority on which profile an instance has, and the only place that shows a replacement in progress.
+async fn current_profile_association(
+    ctx: &AwsContext,
+    id: &str,
+) -> Result<Option<(String, String, IamInstanceProfileAssociationState)>, AwsError> {
     let out = ctx
         .ec2
         .describe_iam_instance_profile_associations()
@@ -628,17 +651,14 @@ async fn current_profile_association(ctx: &AwsContext, id: &str) -> Result<Optio
         .send()
         .await
         .map_err(AwsError::from_sdk)?;
-    Ok(out
-        .iam_instance_profile_associations()
-        .iter()
-        .find(|a| {
-            matches!(
-                a.state(),
-                Some(IamInstanceProfileAssociationState::Associated | IamInstanceProfileAssociationState::Associating)
-            )
-        })
-        .and_then(|a| a.association_id())
-        .map(str::to_string))
+    Ok(out.iam_instance_profile_associations().iter().find_map(|a| {
+        let state = a.state()?;
+        if matches!(state, IamInstanceProfileAssociationState::Disassociated) || a.instance_id() != Some(id) {
+            return None;
+        }
+        let name = a.iam_instance_profile().and_then(|p| p.arn()).map(profile_name_from_arn)?;
+        Some((a.association_id()?.to_string(), name.to_string(), state.clone()))
+    }))
 }
 
 async fn update_instance_profile(
@@ -652,7 +672,7 @@ async fn update_instance_profile(
     if old == new {
         return Ok(());
     }
-    let association = current_profile_association(ctx, id).await?;
+    let association = current_profile_association(ctx, id).await?.map(|(assoc, _, _)| assoc);
     match (association, new) {
         (Some(assoc), None) => {
             ctx.ec2
@@ -699,9 +719,14 @@ async fn update_instance_profile(
         (None, None) => return Ok(()),
     }
     wait::wait_for(&format!("the instance profile of EC2 instance {id}"), timeout, || async {
-        let (i, _) = find_instance_by_id(ctx, id).await?;
-        let current = i.iam_instance_profile().and_then(|p| p.arn()).map(profile_name_from_arn);
-        Ok(if current == new { Status::Ready(()) } else { Status::Pending(current.unwrap_or("none").to_string()) })
+        Ok(match (current_profile_association(ctx, id).await?, new) {
+            (None, None) => Status::Ready(()),
+            (Some((_, name, IamInstanceProfileAssociationState::Associated)), Some(want)) if name == want => {
+                Status::Ready(())
+            }
+            (Some((_, name, state)), _) => Status::Pending(format!("{name} {}", state.as_str())),
+            (None, Some(_)) => Status::Pending("no profile".into()),
+        })
     })
     .await
 }
@@ -927,14 +952,14 @@ impl Resource for Instance {
             return None;
         }
         let ami = planned.attr("ami").as_str().unwrap_or_default();
-        let root_device = match find_image_by_id(ctx, ami).await {
-            Ok(image) => image.root_device_name().map(str::to_string),
+        let root = match find_image_by_id(ctx, ami).await {
+            Ok(image) => image_root(&image),
             Err(e) => {
                 report(diags, "reading", "EC2 AMI", Some(ami), &e);
                 return None;
             }
         };
-        let id = match run_instance(ctx, planned, root_device.as_deref()).await {
+        let id = match run_instance(ctx, planned, root.as_ref()).await {
             Ok(id) => id,
             Err(e) => {
                 report_launch_error(diags, planned, &e);
@@ -1158,10 +1183,15 @@ mod tests {
         let m = metadata_request(None);
         assert_eq!(m.http_tokens(), Some(&HttpTokensState::Required));
         assert_eq!(m.http_put_response_hop_limit(), Some(2));
-        let r = root_mapping("/dev/xvda", None);
+        let r = root_mapping("/dev/xvda", None, None);
         let ebs = r.ebs().unwrap();
         assert_eq!((ebs.encrypted(), ebs.delete_on_termination()), (Some(true), Some(true)));
         assert_eq!(ebs.volume_type(), Some(&VolumeType::Gp3));
         assert!(ebs.volume_size().is_none());
+        let sized = root_mapping("/dev/xvda", Some(8), None);
+        assert_eq!(sized.ebs().and_then(|e| e.volume_size()), Some(8), "the AMI's size, stated");
+        let block = Value::object([("volume_size", Value::from(20))]);
+        let configured = root_mapping("/dev/xvda", Some(8), Some(&block));
+        assert_eq!(configured.ebs().and_then(|e| e.volume_size()), Some(20));
     }
 }

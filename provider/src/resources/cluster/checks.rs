@@ -35,7 +35,12 @@ pub(super) mod code {
 }
 
 /// A value worth asking AWS about: known (not a placeholder) and of the right shape.
-fn checkable<'a>(built: &Built, at: &AttrPath, value: &'a str, shape: impl Fn(&str) -> Result<(), String>) -> Option<&'a str> {
+fn checkable<'a>(
+    built: &Built,
+    at: &AttrPath,
+    value: &'a str,
+    shape: impl Fn(&str) -> Result<(), String>,
+) -> Option<&'a str> {
     (!built.is_suppressed(at) && !value.is_empty() && shape(value).is_ok()).then_some(value)
 }
 
@@ -75,7 +80,9 @@ async fn check_nodes(ctx: &AwsContext, built: &Built, diags: &mut Diagnostics) {
     }
     for (i, (node, subnet)) in nodes.iter().zip(&built.subnets).enumerate() {
         let at = AttrPath::root("node").index(i);
-        let Some(id) = subnet.as_deref().and_then(|s| checkable(built, &at.clone().attr("subnet_id"), s, |v| check_ec2_id(v, "subnet")))
+        let Some(id) = subnet
+            .as_deref()
+            .and_then(|s| checkable(built, &at.clone().attr("subnet_id"), s, |v| check_ec2_id(v, "subnet")))
         else {
             continue;
         };
@@ -159,8 +166,13 @@ async fn check_resources(ctx: &AwsContext, built: &mut Built, diags: &mut Diagno
                     if let Some(zone) =
                         checkable(built, &at.clone().attr("hosted_zone_id"), &dns.hosted_zone_id, check_hosted_zone_id)
                     {
-                        let record = checkable(built, &at.clone().attr("record_name"), &dns.record_name, check_record_name);
-                        work.push(Work::Dns { at, zone: zone.to_string(), record: record.unwrap_or_default().to_string() });
+                        let record =
+                            checkable(built, &at.clone().attr("record_name"), &dns.record_name, check_record_name);
+                        work.push(Work::Dns {
+                            at,
+                            zone: zone.to_string(),
+                            record: record.unwrap_or_default().to_string(),
+                        });
                     }
                 }
                 ResourceKind::MirrorDisk(_) | ResourceKind::Exec(_) => {}
@@ -235,8 +247,11 @@ async fn check_vip(
         if !cache.contains_key(vpc_id) {
             let found = match find_vpc_by_id(ctx, vpc_id).await {
                 Ok(v) => {
-                    let mut blocks: Vec<String> =
-                        v.cidr_block_association_set().iter().filter_map(|a| a.cidr_block().map(str::to_string)).collect();
+                    let mut blocks: Vec<String> = v
+                        .cidr_block_association_set()
+                        .iter()
+                        .filter_map(|a| a.cidr_block().map(str::to_string))
+                        .collect();
                     if blocks.is_empty() {
                         blocks.extend(v.cidr_block().map(str::to_string));
                     }

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use tandem_runtime::config::arbitration::FencingMode;
 use tandem_runtime::config::monitor::MonitorType;
+use tandem_runtime::config::{self as rc};
 use tandem_runtime::config::{
     AwsDns, AwsDnsNode, AwsEip, AwsVip, AwsVipNode, Choice, ConfigPath, ErrorCode, Exec, ExecNode, Fencing, Group,
-    HostPort, Interconnect, MirrorDisk, MirrorDiskNode, Monitor, MonitorKind, MonitorSettings, Node, NpProbe,
-    NpTarget, PathSegment, Resource, ResourceKind, parse_duration,
+    HostPort, Interconnect, MirrorDisk, MirrorDiskNode, Monitor, MonitorKind, MonitorSettings, Node, NpProbe, NpTarget,
+    PathSegment, Resource, ResourceKind, parse_duration,
 };
-use tandem_runtime::config::{self as rc};
 use tandem_runtime::net::parse_ipv4;
 
 use super::schema::RESOURCE_KINDS;
@@ -74,7 +74,8 @@ impl Built {
     }
 
     pub fn is_suppressed(&self, path: &AttrPath) -> bool {
-        self.suppressed.iter().any(|s| starts_with(path, s)) || self.suppressed_blocks.iter().any(|s| starts_with(path, s))
+        self.suppressed.iter().any(|s| starts_with(path, s))
+            || self.suppressed_blocks.iter().any(|s| starts_with(path, s))
     }
 
     /// The Terraform path of the `index`-th resource of group `group`.
@@ -468,13 +469,8 @@ impl Reader<'_> {
 
 /// Builds the model from the resource's configuration (or planned state) value.
 pub(super) fn build(v: &Value, diags: &mut Diagnostics) -> Built {
-    let mut r = Reader {
-        diags,
-        suppressed: Vec::new(),
-        suppressed_blocks: Vec::new(),
-        deferred: false,
-        placeholders: 0,
-    };
+    let mut r =
+        Reader { diags, suppressed: Vec::new(), suppressed_blocks: Vec::new(), deferred: false, placeholders: 0 };
     let name = r.name(v.attr("name"), &AttrPath::root("name"));
     let mut c = rc::Config::new(&name);
     c.cluster.api_port = r.port(v.attr("api_port"), &AttrPath::root("api_port"), c.cluster.api_port);
@@ -561,9 +557,9 @@ pub(super) fn build(v: &Value, diags: &mut Diagnostics) -> Built {
         let race_at = at.attr("race_delay");
         let race_delay = r.opt_duration(a.attr("race_delay"), &race_at);
         c.arbitration.fencing = match mode {
-            FencingMode::StopInstance => Fencing::StopInstance {
-                race_delay: race_delay.unwrap_or(rc::arbitration::DEFAULT_RACE_DELAY),
-            },
+            FencingMode::StopInstance => {
+                Fencing::StopInstance { race_delay: race_delay.unwrap_or(rc::arbitration::DEFAULT_RACE_DELAY) }
+            }
             FencingMode::None => {
                 if race_delay.is_some() {
                     r.diags.error_at(
@@ -649,9 +645,9 @@ fn read_resource(r: &mut Reader, kind: &'static str, b: &Value, at: &AttrPath) -
             }
             ResourceKind::AwsVip(vip)
         }
-        "aws_eip" => {
-            ResourceKind::AwsEip(AwsEip::new(&r.id(b.attr("allocation_id"), &a("allocation_id"), "eipalloc").unwrap_or_default()))
-        }
+        "aws_eip" => ResourceKind::AwsEip(AwsEip::new(
+            &r.id(b.attr("allocation_id"), &a("allocation_id"), "eipalloc").unwrap_or_default(),
+        )),
         "aws_dns" => {
             let zone = r.id(b.attr("hosted_zone_id"), &a("hosted_zone_id"), "Z").unwrap_or_default();
             let record = r.req_text(b.attr("record_name"), &a("record_name"), "unknown.example.com.");
@@ -941,9 +937,10 @@ mod tests {
     #[test]
     fn duplicate_names_point_at_the_name_attribute() {
         let mut v = cluster(group(&[]), vec![]);
-        v.attrs_mut()
-            .unwrap()
-            .insert("node".into(), list(vec![node("a", "10.0.1.10", "us-east-1a"), node("a", "10.0.1.10", "us-east-1b")]));
+        v.attrs_mut().unwrap().insert(
+            "node".into(),
+            list(vec![node("a", "10.0.1.10", "us-east-1a"), node("a", "10.0.1.10", "us-east-1b")]),
+        );
         let found = errors(&v);
         assert!(found.contains(&("TDM-CFG-010".into(), "node[1].name".into())), "{found:?}");
         assert!(found.contains(&("TDM-CFG-014".into(), "node[1].private_ip".into())), "{found:?}");
@@ -970,11 +967,11 @@ mod tests {
 
     #[test]
     fn shape_errors_use_the_model_codes() {
-        let mut v = cluster(group(&[("aws_vip", list(vec![vip("10.1.0.0/24".into(), "vpc-0a1b2c3d".into())]))]), vec![]);
-        v.attrs_mut().unwrap().insert(
-            "heartbeat".into(),
-            list(vec![obj(&[("interval", "1.5s".into()), ("timeout", Value::Null)])]),
-        );
+        let mut v =
+            cluster(group(&[("aws_vip", list(vec![vip("10.1.0.0/24".into(), "vpc-0a1b2c3d".into())]))]), vec![]);
+        v.attrs_mut()
+            .unwrap()
+            .insert("heartbeat".into(), list(vec![obj(&[("interval", "1.5s".into()), ("timeout", Value::Null)])]));
         let found = errors(&v);
         assert!(found.contains(&("TDM-CFG-015".into(), "group[0].aws_vip[0].ip".into())), "{found:?}");
         assert!(found.contains(&("TDM-CFG-007".into(), "heartbeat[0].interval".into())), "{found:?}");

@@ -79,9 +79,11 @@ fn mirror_connect_block() -> Block {
 }
 
 fn witness_block(target: &'static str, description: &'static str) -> Block {
-    Block::new(description)
-        .attr(req(target, Type::String, "What to probe."))
-        .attr(opt("nodes", string_list(), "The nodes that use this witness. Default: every node."))
+    Block::new(description).attr(req(target, Type::String, "What to probe.")).attr(opt(
+        "nodes",
+        string_list(),
+        "The nodes that use this witness. Default: every node.",
+    ))
 }
 
 fn np_resolution_block() -> Block {
@@ -104,7 +106,11 @@ fn arbitration_block() -> Block {
         .attr(opt("ttl", Type::String, "Lease validity after each renewal; > 2 x renew_interval. Default `\"5s\"`."))
         .attr(opt("renew_interval", Type::String, "How often the holder renews. Default `\"1s\"`."))
         .attr(opt("fencing", Type::String, "`none` (default) or `stop_instance`."))
-        .attr(opt("race_delay", Type::String, "With `stop_instance`: delay of the lower-priority node. Default `\"5s\"`."))
+        .attr(opt(
+            "race_delay",
+            Type::String,
+            "With `stop_instance`: delay of the lower-priority node. Default `\"5s\"`.",
+        ))
 }
 
 /// The settings every group resource has, plus the kind's own attributes and its override block.
@@ -226,14 +232,17 @@ fn monitor_block() -> Block {
             "override",
             Nesting::List,
             0,
-            Block::new("ip monitors: per-node targets.")
-                .attr(req("node", Type::String, "The node."))
-                .attr(opt("targets", string_list(), "Addresses to ping from this node.")),
+            Block::new("ip monitors: per-node targets.").attr(req("node", Type::String, "The node.")).attr(opt(
+                "targets",
+                string_list(),
+                "Addresses to ping from this node.",
+            )),
         )
 }
 
 pub(super) fn schema() -> Schema {
-    let string_map_sensitive = |name, description| Attribute::computed(name, string_map()).sensitive().describe(description);
+    let string_map_sensitive =
+        |name, description| Attribute::computed(name, string_map()).sensitive().describe(description);
     let port = Type::object([("description", Type::String), ("protocol", Type::String), ("port", Type::Number)]);
     Schema::new(
         0,

@@ -21,7 +21,10 @@ pub(super) enum Source {
     /// Already installed in the AMI at [`TANDEMD_PATH`].
     Ami,
     Https(String),
-    S3 { bucket: String, key: String },
+    S3 {
+        bucket: String,
+        key: String,
+    },
 }
 
 impl Source {
@@ -51,7 +54,9 @@ impl Source {
             };
         }
         if text.starts_with("http://") {
-            return Err(format!("{text:?} is plain http: use https (or an s3:// path) so the binary cannot be swapped in transit"));
+            return Err(format!(
+                "{text:?} is plain http: use https (or an s3:// path) so the binary cannot be swapped in transit"
+            ));
         }
         Err(format!("{text:?} is not \"ami\", an https:// URL or an s3://bucket/key path"))
     }
@@ -106,16 +111,14 @@ fn unit(cluster: &str, node: &str) -> String {
 }
 
 fn bootstrap(source: &Source, sha256: Option<&str>) -> String {
-    let mut s = String::from(
-        "#!/bin/sh\n# Installs tandemd and starts it (written by tandem_cluster).\nset -eu\n",
-    );
+    let mut s = String::from("#!/bin/sh\n# Installs tandemd and starts it (written by tandem_cluster).\nset -eu\n");
     s.push_str(&format!("chmod 0700 {SECRETS_DIR}\n"));
     let download = format!("{TANDEMD_PATH}.download");
     match source {
         Source::Ami => {}
-        Source::Https(url) => s.push_str(&format!(
-            "curl -fsSL --proto '=https' --retry 5 --retry-connrefused -o {download} '{url}'\n"
-        )),
+        Source::Https(url) => {
+            s.push_str(&format!("curl -fsSL --proto '=https' --retry 5 --retry-connrefused -o {download} '{url}'\n"))
+        }
         Source::S3 { bucket, key } => {
             s.push_str(&format!("aws s3 cp --only-show-errors 's3://{bucket}/{key}' {download}\n"));
         }
