@@ -19,9 +19,9 @@ variable "zone_name" {
 }
 
 variable "service_name" {
-  description = "The name clients resolve, inside zone_name."
+  description = "The name clients resolve: a lower-case FQDN inside zone_name, with the trailing dot."
   type        = string
-  default     = "db.tandem.internal"
+  default     = "db.tandem.internal."
 }
 
 variable "ami_name" {
@@ -30,12 +30,80 @@ variable "ami_name" {
   default     = "al2023-ami-2023.*-x86_64"
 }
 
-module "base" {
-  source        = "../modules/cluster-base"
-  name          = var.name
-  private_nodes = true
-  node_ips      = ["10.0.10.11", "10.0.11.11"]
-  ami_name      = var.ami_name
+locals {
+  node_names = ["node1", "node2"]
+  node_ips   = ["10.0.10.11", "10.0.11.11"]
+}
+
+module "network" {
+  source          = "../modules/network"
+  name            = var.name
+  private_subnets = true
+}
+
+module "nodes" {
+  source     = "../modules/nodes"
+  name       = var.name
+  vpc_id     = module.network.vpc_id
+  subnet_ids = module.network.private_subnet_ids
+  zones      = module.network.zones
+  node_ips   = local.node_ips
+  ami_name   = var.ami_name
+  user_data  = [for n in local.node_names : tandem_cluster.this.user_data[n]]
+}
+
+resource "tandem_cluster" "this" {
+  name = var.name
+
+  dynamic "node" {
+    for_each = local.node_names
+    content {
+      name              = node.value
+      private_ip        = local.node_ips[node.key]
+      availability_zone = module.network.zones[node.key]
+      subnet_id         = module.network.private_subnet_ids[node.key]
+    }
+  }
+
+  np_resolution {
+    on_isolated = "stop_groups"
+    tcp {
+      address = "ec2.${var.region}.amazonaws.com:443"
+    }
+  }
+
+  arbitration {
+    table = module.nodes.lease_table
+  }
+
+  group {
+    name    = "service"
+    servers = local.node_names
+    mirror_disk {
+      name            = "data"
+      data_device     = "/dev/nvme1n1p2"
+      metadata_device = "/dev/nvme1n1p1"
+      mount_point     = "/srv/data"
+    }
+    aws_dns {
+      name           = "dns"
+      hosted_zone_id = tandem_route53_zone.private.zone_id
+      record_name    = var.service_name
+      ttl            = 10
+    }
+    exec {
+      name       = "app"
+      start      = "systemctl start tandem-app"
+      stop       = "systemctl stop tandem-app"
+      probe      = "systemctl is-active --quiet tandem-app"
+      depends_on = ["data", "dns"]
+    }
+  }
+
+  monitor {
+    name = "zone"
+    kind = "aws_az"
+  }
 }
 
 resource "tandem_route53_zone" "private" {
@@ -43,52 +111,31 @@ resource "tandem_route53_zone" "private" {
   comment       = "tandem ${var.name}"
   force_destroy = true
   vpc {
-    vpc_id = module.base.vpc_id
+    vpc_id = module.network.vpc_id
   }
 }
 
-# The service record, initially node 1. The runtime UPSERTs it at failover; ignore its value here.
+# The service record, initially node 1, so clients resolve it before tandemd starts. The runtime UPSERTs
+# it at failover; Terraform must not undo that.
 resource "tandem_route53_record" "service" {
   zone_id = tandem_route53_zone.private.zone_id
   name    = var.service_name
   type    = "A"
   ttl     = 10
-  records = [module.base.node_private_ips[0]]
+  records = [local.node_ips[0]]
   lifecycle {
     ignore_changes = [records]
   }
 }
 
-# Least privilege for DNS control on exactly this zone, and the lease table.
+# Least privilege, rendered by the cluster for exactly its resources and monitors.
 resource "tandem_iam_policy" "node" {
-  name = "${var.name}-node"
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid      = "DnsRecord"
-        Effect   = "Allow"
-        Action   = ["route53:ChangeResourceRecordSets", "route53:ListResourceRecordSets"]
-        Resource = "arn:aws:route53:::hostedzone/${tandem_route53_zone.private.zone_id}"
-      },
-      {
-        Sid      = "DnsChange"
-        Effect   = "Allow"
-        Action   = ["route53:GetChange"]
-        Resource = "arn:aws:route53:::change/*"
-      },
-      {
-        Sid      = "Lease"
-        Effect   = "Allow"
-        Action   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
-        Resource = module.base.lease_table_arn
-      },
-    ]
-  })
+  name   = "${var.name}-node"
+  policy = tandem_cluster.this.iam_policy_json
 }
 
 resource "tandem_iam_role_policy_attachment" "node" {
-  role       = module.base.node_role_name
+  role       = module.nodes.role_name
   policy_arn = tandem_iam_policy.node.arn
 }
 
@@ -101,9 +148,22 @@ output "service_name" {
 }
 
 output "nodes" {
-  value = zipmap(["node1", "node2"], module.base.node_private_ips)
+  value = zipmap(local.node_names, module.nodes.private_ips)
+}
+
+output "node_enis" {
+  value = module.nodes.eni_ids
 }
 
 output "vpc_id" {
-  value = module.base.vpc_id
+  value = module.network.vpc_id
+}
+
+output "node_config" {
+  description = "The rendered cluster config per node (also installed by user_data)."
+  value       = tandem_cluster.this.node_config
+}
+
+output "iam_policy_json" {
+  value = tandem_cluster.this.iam_policy_json
 }

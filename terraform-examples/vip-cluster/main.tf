@@ -24,58 +24,103 @@ variable "ami_name" {
   default     = "al2023-ami-2023.*-x86_64"
 }
 
-module "base" {
-  source            = "../modules/cluster-base"
-  name              = var.name
-  private_nodes     = true
-  node_ips          = ["10.0.10.11", "10.0.11.11"]
-  source_dest_check = false
-  ami_name          = var.ami_name
+locals {
+  node_names = ["node1", "node2"]
+  node_ips   = ["10.0.10.11", "10.0.11.11"]
 }
 
-# The VIP route in every route table, initially to node 1. tandemd re-points these at failover, so
-# Terraform must not undo that: ignore the target.
+module "network" {
+  source          = "../modules/network"
+  name            = var.name
+  private_subnets = true
+}
+
+module "nodes" {
+  source            = "../modules/nodes"
+  name              = var.name
+  vpc_id            = module.network.vpc_id
+  subnet_ids        = module.network.private_subnet_ids
+  zones             = module.network.zones
+  node_ips          = local.node_ips
+  source_dest_check = false
+  ami_name          = var.ami_name
+  user_data         = [for n in local.node_names : tandem_cluster.this.user_data[n]]
+}
+
+resource "tandem_cluster" "this" {
+  name = var.name
+
+  dynamic "node" {
+    for_each = local.node_names
+    content {
+      name              = node.value
+      private_ip        = local.node_ips[node.key]
+      availability_zone = module.network.zones[node.key]
+      subnet_id         = module.network.private_subnet_ids[node.key]
+    }
+  }
+
+  np_resolution {
+    on_isolated = "stop_groups"
+    tcp {
+      address = "ec2.${var.region}.amazonaws.com:443"
+    }
+  }
+
+  arbitration {
+    table = module.nodes.lease_table
+  }
+
+  group {
+    name    = "service"
+    servers = local.node_names
+    mirror_disk {
+      name            = "data"
+      data_device     = "/dev/nvme1n1p2"
+      metadata_device = "/dev/nvme1n1p1"
+      mount_point     = "/srv/data"
+    }
+    aws_vip {
+      name            = "vip"
+      ip              = var.vip
+      vpc_id          = module.network.vpc_id
+      route_table_ids = module.network.route_table_ids
+    }
+    exec {
+      name       = "app"
+      start      = "systemctl start tandem-app"
+      stop       = "systemctl stop tandem-app"
+      probe      = "systemctl is-active --quiet tandem-app"
+      depends_on = ["data", "vip"]
+    }
+  }
+
+  monitor {
+    name = "zone"
+    kind = "aws_az"
+  }
+}
+
+# The VIP route in every route table, initially to node 1, so clients reach the service before tandemd
+# starts. tandemd re-points these at failover: Terraform must not undo that.
 resource "tandem_route" "vip" {
   count                  = 3
-  route_table_id         = module.base.route_table_ids[count.index]
+  route_table_id         = module.network.route_table_ids[count.index]
   destination_cidr_block = "${var.vip}/32"
-  network_interface_id   = module.base.node_eni_ids[0]
+  network_interface_id   = module.nodes.eni_ids[0]
   lifecycle {
     ignore_changes = [network_interface_id]
   }
 }
 
-# Least privilege for VIP control: describe calls, ReplaceRoute on exactly the tables carrying the VIP
-# route, and the lease table.
+# Least privilege, rendered by the cluster for exactly its resources and monitors.
 resource "tandem_iam_policy" "node" {
-  name = "${var.name}-node"
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid      = "VipDescribe"
-        Effect   = "Allow"
-        Action   = ["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeRouteTables"]
-        Resource = "*"
-      },
-      {
-        Sid      = "VipMoveRoute"
-        Effect   = "Allow"
-        Action   = ["ec2:ReplaceRoute"]
-        Resource = [for id in module.base.route_table_ids : "arn:aws:ec2:${var.region}:*:route-table/${id}"]
-      },
-      {
-        Sid      = "Lease"
-        Effect   = "Allow"
-        Action   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
-        Resource = module.base.lease_table_arn
-      },
-    ]
-  })
+  name   = "${var.name}-node"
+  policy = tandem_cluster.this.iam_policy_json
 }
 
 resource "tandem_iam_role_policy_attachment" "node" {
-  role       = module.base.node_role_name
+  role       = module.nodes.role_name
   policy_arn = tandem_iam_policy.node.arn
 }
 
@@ -84,17 +129,26 @@ output "vip" {
 }
 
 output "vip_route_tables" {
-  value = module.base.route_table_ids
+  value = module.network.route_table_ids
 }
 
 output "nodes" {
-  value = zipmap(["node1", "node2"], module.base.node_private_ips)
+  value = zipmap(local.node_names, module.nodes.private_ips)
 }
 
 output "node_enis" {
-  value = module.base.node_eni_ids
+  value = module.nodes.eni_ids
 }
 
 output "vpc_id" {
-  value = module.base.vpc_id
+  value = module.network.vpc_id
+}
+
+output "node_config" {
+  description = "The rendered cluster config per node (also installed by user_data)."
+  value       = tandem_cluster.this.node_config
+}
+
+output "iam_policy_json" {
+  value = tandem_cluster.this.iam_policy_json
 }

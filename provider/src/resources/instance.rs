@@ -605,12 +605,11 @@ async fn modify_stopped(
             .map_err(AwsError::from_sdk)?;
     }
     if user_data_changed {
-        // The SDK base64-encodes the blob: pass the text itself (as the AWS provider does).
         let text = planned.attr("user_data").as_str().unwrap_or_default();
         ctx.ec2
             .modify_instance_attribute()
             .instance_id(id)
-            .user_data(SecureBlobAttributeValue::builder().value(Blob::new(text.as_bytes())).build())
+            .user_data(user_data_blob(text))
             .send()
             .await
             .map_err(AwsError::from_sdk)?;
@@ -620,6 +619,12 @@ async fn modify_stopped(
         wait_instance_state(ctx, id, InstanceStateName::Running, timeout).await?;
     }
     Ok(())
+}
+
+/// ModifyInstanceAttribute's user data: the text itself, which the SDK base64-encodes on the wire (as the AWS
+/// provider does: "decode so the AWS SDK doesn't double encode"). RunInstances instead takes base64 text.
+fn user_data_blob(text: &str) -> SecureBlobAttributeValue {
+    SecureBlobAttributeValue::builder().value(Blob::new(text.as_bytes())).build()
 }
 
 async fn update_security_groups(ctx: &AwsContext, id: &str, prior: &Value, planned: &Value) -> Result<(), AwsError> {
@@ -1078,6 +1083,8 @@ mod tests {
         assert_eq!(decode_user_data(&BASE64.encode(text)), text);
         assert_eq!(decode_user_data("not base64!"), "not base64!");
         assert_eq!(profile_name_from_arn("arn:aws:iam::1:instance-profile/path/node"), "node");
+        let blob = user_data_blob(text);
+        assert_eq!(blob.value().map(|b| b.as_ref()), Some(text.as_bytes()), "encoded once, by the SDK");
     }
 
     #[test]

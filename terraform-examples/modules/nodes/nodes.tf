@@ -1,20 +1,35 @@
-# Security group for exactly the cluster's ports, the nodes' IAM role (its policy is the topology's: the
-# root module attaches it, naming the objects this module made), two nodes in two zones, and a mirror-disk
-# volume per node.
+# What every tandem cluster needs on top of a network: the lease table, a security group for exactly the
+# cluster's ports, the nodes' IAM role (the cluster renders its policy; the root module attaches it), two
+# nodes in two zones with the user_data the cluster rendered for each, and a mirror-disk volume per node.
+
+resource "tandem_dynamodb_table" "leases" {
+  name                        = "${var.name}-leases"
+  hash_key                    = "group"
+  billing_mode                = "PAY_PER_REQUEST"
+  deletion_protection_enabled = false
+  attribute {
+    name = "group"
+    type = "S"
+  }
+  point_in_time_recovery {
+    enabled = true
+  }
+}
 
 resource "tandem_security_group" "nodes" {
   name        = "${var.name}-nodes"
   description = "tandem cluster nodes"
-  vpc_id      = tandem_vpc.this.id
+  vpc_id      = var.vpc_id
   tags        = { Name = "${var.name}-nodes" }
 }
 
+# Node to node: heartbeat (UDP), mirror stream and control API (TCP). (No descriptions on these rules: the
+# local AWS endpoint the examples are tested against drops descriptions of security-group-to-group rules.)
 locals {
-  # Node to node: heartbeat (UDP), mirror stream and control API (TCP).
   peer_ports = {
-    heartbeat = { protocol = "udp", port = 7400 }
-    mirror    = { protocol = "tcp", port = 7401 }
-    control   = { protocol = "tcp", port = 7402 }
+    heartbeat = { protocol = "udp", port = var.ports.heartbeat }
+    mirror    = { protocol = "tcp", port = var.ports.mirror }
+    control   = { protocol = "tcp", port = var.ports.api }
   }
 }
 
@@ -26,15 +41,14 @@ resource "tandem_security_group_rule" "peer" {
   from_port                = each.value.port
   to_port                  = each.value.port
   source_security_group_id = tandem_security_group.nodes.id
-  description              = "tandem ${each.key} between nodes"
 }
 
 resource "tandem_security_group_rule" "admin" {
   type              = "ingress"
   security_group_id = tandem_security_group.nodes.id
   protocol          = "tcp"
-  from_port         = 7402
-  to_port           = 7402
+  from_port         = var.ports.api
+  to_port           = var.ports.api
   cidr_ipv4         = var.admin_cidr
   description       = "tandem control API from operators"
 }
@@ -57,7 +71,6 @@ resource "tandem_security_group_rule" "peer_out" {
   from_port                = each.value.port
   to_port                  = each.value.port
   source_security_group_id = tandem_security_group.nodes.id
-  description              = "tandem ${each.key} to the peer"
 }
 
 resource "tandem_iam_role" "node" {
@@ -94,11 +107,12 @@ resource "tandem_instance" "node" {
   count                  = 2
   ami                    = data.tandem_ami.node.id
   instance_type          = var.instance_type
-  subnet_id              = local.node_subnets[count.index].id
+  subnet_id              = var.subnet_ids[count.index]
   private_ip             = var.node_ips[count.index]
   vpc_security_group_ids = [tandem_security_group.nodes.id]
   iam_instance_profile   = tandem_iam_instance_profile.node.name
   source_dest_check      = var.source_dest_check
+  user_data              = var.user_data == null ? null : var.user_data[count.index]
   metadata_options {
     http_tokens = "required"
   }
@@ -107,7 +121,7 @@ resource "tandem_instance" "node" {
 
 resource "tandem_ebs_volume" "mirror" {
   count             = 2
-  availability_zone = local.zones[count.index]
+  availability_zone = var.zones[count.index]
   size              = var.mirror_disk_size
   type              = "gp3"
   tags              = { Name = "${var.name}-mirror-node${count.index + 1}" }

@@ -1,0 +1,7 @@
+terraform {
+  required_providers {
+    tandem = {
+      source = "tandem/tandem"
+    }
+  }
+}
