@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The demo: a local AWS endpoint (moto), the provider built from this checkout, and `terraform apply` of
-# terraform-examples/network (VPC, two subnets in two zones, Internet gateway), a second plan that must be
-# empty, then `terraform destroy`. Needs only the Rust toolchain, Python 3 and Terraform.
-#   EXAMPLE=network KEEP=1 bash terraform-examples/demo.sh   # KEEP=1: leave moto and the state for a look
+# The demo: a local AWS endpoint (moto), the provider built from this checkout, `terraform apply` of the
+# VIP-control cluster (terraform-examples/vip-cluster: network in two zones with NAT, nodes, IAM from the
+# cluster, lease table, VIP routes, tandem_cluster), the config rendered for node1 and checked by the
+# runtime, a second plan that must be empty, then `terraform destroy`. Needs the Rust toolchain, Python 3 and
+# Terraform.
+#   EXAMPLE=dns-cluster KEEP=1 bash terraform-examples/demo.sh   # KEEP=1: leave moto and the state for a look
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-example="${EXAMPLE:-network}"
+example="${EXAMPLE:-vip-cluster}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tandem/target}"
 export AWS_EC2_METADATA_DISABLED=true
 
@@ -29,8 +31,8 @@ done
 echo "moto on http://127.0.0.1:$port"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 
-step "build terraform-provider-tandem"
-(cd "$root" && cargo build --locked -p terraform-provider-tandem)
+step "build terraform-provider-tandem and tandemctl"
+(cd "$root" && cargo build --locked -p terraform-provider-tandem -p tandem-runtime --bins)
 mirror="$work/mirror/registry.terraform.io/tandem/tandem/0.1.0/linux_amd64"
 mkdir -p "$mirror"
 cp "$CARGO_TARGET_DIR/debug/terraform-provider-tandem" "$mirror/terraform-provider-tandem_v0.1.0"
@@ -46,14 +48,27 @@ provider_installation {
 }
 RC
 export TF_CLI_CONFIG_FILE="$work/terraformrc" TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1
-cp -r "$root/terraform-examples/$example" "$work/example"
-cd "$work/example"
+mkdir -p "$work/examples"
+cp -r "$root/terraform-examples/$example" "$root/terraform-examples/modules" "$work/examples/"
+cd "$work/examples/$example"
+# moto's image catalogue has Amazon Linux 2, not the AL2023 the examples default to on AWS.
+if grep -q 'variable "ami_name"' ./*.tf 2>/dev/null; then
+  echo 'ami_name = "amzn2-ami-hvm-*-x86_64-gp2"' > moto.auto.tfvars
+fi
 
 step "terraform init (offline, from the filesystem mirror)"
 terraform init -input=false -no-color >/dev/null && echo "initialised"
 
 step "terraform apply"
 time terraform apply -auto-approve -input=false -no-color
+
+if terraform output node_config >/dev/null 2>&1; then
+  step "node1's cluster config, as tandem_cluster rendered it (user_data installs it on the node)"
+  terraform output -json node_config | python3 -c 'import json,sys; print(json.load(sys.stdin)["node1"])' > node1.hcl
+  head -40 node1.hcl; echo "..."
+  step "tandemctl config check: the runtime accepts it"
+  "$CARGO_TARGET_DIR/debug/tandemctl" config check node1.hcl --node node1
+fi
 
 step "terraform plan -detailed-exitcode (must be empty)"
 set +e
@@ -63,7 +78,7 @@ set -e
 [ "$code" = 0 ] && echo "no changes: the second plan is empty" || { echo "second plan not empty (exit $code)" >&2; exit 1; }
 
 if [ -n "${KEEP:-}" ]; then
-  echo; echo "KEEP set: state in $work/example, moto at $AWS_ENDPOINT_URL (pid $moto_pid)"; exit 0
+  echo; echo "KEEP set: state in $work/examples/$example, moto at $AWS_ENDPOINT_URL (pid $moto_pid)"; exit 0
 fi
 
 step "terraform destroy"
