@@ -207,7 +207,10 @@ fn eip_association_basic_import_update_replace_moved_destroy() {
     wd.ok(&["apply", "-refresh-only", "-auto-approve", "-no-color"]);
     let after = wd.state_of("tandem_eip_association.test");
     assert_eq!(after["network_interface_id"], eni1.as_str(), "state follows the runtime's association");
-    assert_eq!(address(&env, &allocation).and_then(|a| a.network_interface_id().map(str::to_string)), Some(eni1.clone()));
+    assert_eq!(
+        address(&env, &allocation).and_then(|a| a.network_interface_id().map(str::to_string)),
+        Some(eni1.clone())
+    );
 
     // Destroy releases the address although the runtime's association still holds it.
     wd.destroy();

@@ -24,7 +24,9 @@ fn policy_actions(out: &serde_json::Value) -> BTreeSet<String> {
             serde_json::Value::String(a) => {
                 actions.insert(a.clone());
             }
-            serde_json::Value::Array(list) => actions.extend(list.iter().filter_map(|a| a.as_str().map(str::to_string))),
+            serde_json::Value::Array(list) => {
+                actions.extend(list.iter().filter_map(|a| a.as_str().map(str::to_string)))
+            }
             other => panic!("unexpected Action {other}"),
         }
     }
@@ -36,8 +38,13 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 }
 
 /// The lease table's item actions and the zone monitor's call: common to every example.
-const COMMON: [&str; 5] =
-    ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "ec2:DescribeAvailabilityZones"];
+const COMMON: [&str; 5] = [
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "ec2:DescribeAvailabilityZones",
+];
 
 /// Each node's rendered config passes the runtime's own offline check, naming itself.
 fn assert_node_configs_accepted(env: &Env, out: &serde_json::Value) {
@@ -90,8 +97,13 @@ fn assert_nothing_left(env: &Env) {
         assert!(zones.hosted_zones().is_empty(), "zones left: {:?}", zones.hosted_zones());
         let roles = env.iam.list_roles().send().await.expect("ListRoles");
         assert!(roles.roles().iter().all(|r| !r.role_name().starts_with("tandem-")), "roles left");
-        let policies =
-            env.iam.list_policies().scope(aws_sdk_iam::types::PolicyScopeType::Local).send().await.expect("ListPolicies");
+        let policies = env
+            .iam
+            .list_policies()
+            .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+            .send()
+            .await
+            .expect("ListPolicies");
         assert!(policies.policies().is_empty(), "policies left: {:?}", policies.policies());
         let tables = env.dynamodb.list_tables().send().await.expect("ListTables");
         assert!(tables.table_names().is_empty(), "tables left: {:?}", tables.table_names());
@@ -115,7 +127,8 @@ fn vip_cluster_routes_the_vip_to_node1_in_every_route_table() {
         .collect();
     assert_eq!(tables.len(), 3, "public + one private table per zone");
     env.block_on(async {
-        let rts = env.ec2.describe_route_tables().set_route_table_ids(Some(tables.clone())).send().await.expect("tables");
+        let rts =
+            env.ec2.describe_route_tables().set_route_table_ids(Some(tables.clone())).send().await.expect("tables");
         for rt in rts.route_tables() {
             let vip = rt.routes().iter().find(|r| r.destination_cidr_block() == Some("10.1.0.10/32"));
             assert_eq!(vip.and_then(|r| r.network_interface_id()), Some(eni.as_str()), "{:?}", rt.route_table_id());
@@ -125,7 +138,8 @@ fn vip_cluster_routes_the_vip_to_node1_in_every_route_table() {
         assert_eq!(check, Some(false), "VIP control needs source/dest check off");
     });
     assert_node_configs_accepted(&env, &out);
-    let mut expected = set(&["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeRouteTables", "ec2:ReplaceRoute"]);
+    let mut expected =
+        set(&["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeRouteTables", "ec2:ReplaceRoute"]);
     expected.extend(set(&COMMON));
     assert_eq!(policy_actions(&out), expected);
     wd.destroy();
@@ -182,7 +196,8 @@ fn dns_cluster_points_the_record_at_node1_in_a_private_zone() {
         assert_eq!(values, vec![node1.as_str()]);
     });
     assert_node_configs_accepted(&env, &out);
-    let mut expected = set(&["route53:ChangeResourceRecordSets", "route53:ListResourceRecordSets", "route53:GetChange"]);
+    let mut expected =
+        set(&["route53:ChangeResourceRecordSets", "route53:ListResourceRecordSets", "route53:GetChange"]);
     expected.extend(set(&COMMON));
     assert_eq!(policy_actions(&out), expected);
     wd.destroy();
@@ -228,7 +243,8 @@ fn existing_vpc_cluster_goes_into_a_network_made_elsewhere() {
     assert_node_configs_accepted(&env, &out);
     let eni = out["node_enis"]["value"][0].as_str().expect("node1 ENI").to_string();
     env.block_on(async {
-        let rts = env.ec2.describe_route_tables().set_route_table_ids(Some(tables.clone())).send().await.expect("tables");
+        let rts =
+            env.ec2.describe_route_tables().set_route_table_ids(Some(tables.clone())).send().await.expect("tables");
         for rt in rts.route_tables() {
             let vip = rt.routes().iter().find(|r| r.destination_cidr_block() == Some("10.1.0.10/32"));
             assert_eq!(vip.and_then(|r| r.network_interface_id()), Some(eni.as_str()));

@@ -32,8 +32,7 @@ pub fn check_hosted_zone_id(id: &str) -> Result<(), String> {
     if let Some(bare) = id.strip_prefix("/hostedzone/") {
         return Err(format!("{id:?} has a /hostedzone/ prefix: write {bare:?}"));
     }
-    let ok = (2..=32).contains(&id.len())
-        && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    let ok = (2..=32).contains(&id.len()) && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
     if ok { Ok(()) } else { Err(format!("{id:?} is not a hosted zone ID such as \"Z0123456789ABCDEFGHIJ\"")) }
 }
 
