@@ -2,6 +2,7 @@
 //!   cargo build --release -p terraform-provider-tandem && \
 //!   cargo run --release -p tandem-tests --bin bench_provider -- [RUNS]
 //!   cargo run --release -p tandem-tests --bin bench_provider -- scale 1 10 50   # N subnets + N route tables
+//!   cargo run --release -p tandem-tests --bin bench_provider -- examples 3      # the HA topology examples
 //! Figures: start → handshake line, GetProviderSchema (in process, incl. protobuf encoding), wall time of
 //! init/apply/plan/destroy of terraform-examples/network against moto, peak RSS of provider processes during
 //! apply, release binary size.
@@ -166,6 +167,47 @@ fn scale(sizes: &[usize]) {
     }
 }
 
+/// Wall time of init/apply/plan/destroy of each HA topology example (all its resources) against moto.
+fn examples(runs: usize) {
+    println!("| example | resources | init | apply | plan | destroy |\n|---|---|---|---|---|---|");
+    for example in ["vip-cluster", "eip-cluster", "dns-cluster"] {
+        let mut walls: [Vec<f64>; 4] = Default::default();
+        let mut resources = 0;
+        for _ in 0..runs {
+            let env = warm_env();
+            let wd = env.example_workdir(example, "ami_name = \"amzn2-ami-hvm-*-x86_64-gp2\"\n");
+            let timed = |args: &[&str]| {
+                let s = Instant::now();
+                let out = wd.ok(args);
+                (s.elapsed().as_secs_f64(), out.stdout)
+            };
+            walls[0].push(timed(&["init", "-input=false", "-no-color"]).0);
+            let (apply, out) = timed(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+            walls[1].push(apply);
+            resources = out
+                .lines()
+                .find_map(|l| l.strip_prefix("Apply complete! Resources: "))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            walls[2].push(timed(&["plan", "-input=false", "-no-color"]).0);
+            walls[3].push(timed(&["destroy", "-auto-approve", "-input=false", "-no-color"]).0);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let [mut i, mut a, mut p, mut d] = walls;
+        println!(
+            "| {example} | {resources} | {:.2} s | {:.2} s | {:.2} s | {:.2} s |",
+            median(&mut i),
+            median(&mut a),
+            median(&mut p),
+            median(&mut d)
+        );
+    }
+}
+
 fn main() {
     let target =
         std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
@@ -173,6 +215,9 @@ fn main() {
     assert!(bin.exists(), "build it first: cargo build --release -p terraform-provider-tandem ({})", bin.display());
     assert!(tandem_tests::provider::use_provider_binary(bin.clone()), "the harness had chosen a binary already");
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("examples") {
+        return examples(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3));
+    }
     if args.first().map(String::as_str) == Some("scale") {
         let sizes: Vec<usize> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();
         return scale(if sizes.is_empty() { &[1, 10, 50] } else { &sizes });
