@@ -281,19 +281,8 @@ impl Resource for EbsVolume {
             .set_tag_specifications(tags::ec2_tag_spec(ResourceType::Volume, &all).map(|t| vec![t]))
             .send()
             .await
-            .map_err(AwsError::from_sdk)
-            .and_then(|o| {
-                o.volume_id()
-                    .map(str::to_string)
-                    .ok_or_else(|| AwsError::local(ErrorClass::Other, "AWS returned no volume ID"))
-            });
-        let id = match created {
-            Ok(id) => id,
-            Err(e) => {
-                report(diags, "creating", OBJECT, None, &e);
-                return None;
-            }
-        };
+            .map_err(AwsError::from_sdk);
+        let id = lifecycle::created_id(diags, OBJECT, created, |o| o.volume_id())?;
         let timeout = wait::timeout_for(planned, "create", CREATE_TIMEOUT);
         let rest = async {
             wait::wait_for(&format!("EBS volume {id} to become available"), timeout, || async {

@@ -179,19 +179,8 @@ impl Resource for Eip {
             .set_tag_specifications(tags::ec2_tag_spec(ResourceType::ElasticIp, &all).map(|t| vec![t]))
             .send()
             .await
-            .map_err(AwsError::from_sdk)
-            .and_then(|o| {
-                o.allocation_id()
-                    .map(str::to_string)
-                    .ok_or_else(|| AwsError::local(ErrorClass::Other, "AWS returned no allocation ID"))
-            });
-        let id = match created {
-            Ok(id) => id,
-            Err(e) => {
-                report(diags, "creating", OBJECT, None, &e);
-                return None;
-            }
-        };
+            .map_err(AwsError::from_sdk);
+        let id = lifecycle::created_id(diags, OBJECT, created, |o| o.allocation_id())?;
         let rest = lifecycle::read_after_create(|| read_eip(ctx, &id, planned));
         lifecycle::finish_create(diags, OBJECT, &id, planned, rest).await
     }

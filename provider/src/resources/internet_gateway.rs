@@ -129,20 +129,8 @@ impl Resource for InternetGateway {
             .set_tag_specifications(tags::ec2_tag_spec(ResourceType::InternetGateway, &all).map(|t| vec![t]))
             .send()
             .await
-            .map_err(AwsError::from_sdk)
-            .and_then(|o| {
-                o.internet_gateway()
-                    .and_then(|g| g.internet_gateway_id())
-                    .map(str::to_string)
-                    .ok_or_else(|| AwsError::local(ErrorClass::Other, "AWS returned no gateway ID"))
-            });
-        let id = match created {
-            Ok(id) => id,
-            Err(e) => {
-                report(diags, "creating", OBJECT, None, &e);
-                return None;
-            }
-        };
+            .map_err(AwsError::from_sdk);
+        let id = lifecycle::created_id(diags, OBJECT, created, |o| o.internet_gateway().and_then(|g| g.internet_gateway_id()))?;
         let rest = async {
             if let Some(vpc_id) = planned.attr("vpc_id").as_str() {
                 attach(ctx, &id, vpc_id).await?;

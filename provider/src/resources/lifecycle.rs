@@ -10,6 +10,31 @@ use crate::aws::wait::{self, Status};
 use crate::aws::{AwsError, ErrorClass};
 use crate::framework::{Diagnostics, Value};
 
+/// The ID AWS gave the object a create call made, or `None` with the failure reported
+/// ("creating EC2 VPC: …"). A create answer without an ID is a failure too.
+pub(crate) fn created_id<T>(
+    diags: &mut Diagnostics,
+    object_name: &str,
+    created: Result<T, AwsError>,
+    id_of: impl FnOnce(&T) -> Option<&str>,
+) -> Option<String> {
+    let id = created.and_then(|out| {
+        id_of(&out).map(str::to_string).ok_or_else(|| {
+            AwsError::local(
+                ErrorClass::Other,
+                format!("AWS answered the create call without the new {object_name}'s ID"),
+            )
+        })
+    });
+    match id {
+        Ok(id) => Some(id),
+        Err(e) => {
+            report(diags, "creating", object_name, None, &e);
+            None
+        }
+    }
+}
+
 /// Finishes a create once AWS has given the object an ID: runs the rest (wait, settings, read back) and on
 /// failure returns the planned state with the ID, so Terraform records the object as tainted.
 pub(crate) async fn finish_create<F>(
@@ -168,6 +193,20 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+
+    #[test]
+    fn a_create_answer_without_id_is_a_reported_failure() {
+        let mut d = Diagnostics::new();
+        let id = created_id(&mut d, "EC2 VPC", Ok(None::<String>), |o| o.as_deref());
+        assert!(id.is_none() && d.has_errors());
+        assert!(d.0[0].summary.contains("creating EC2 VPC"), "{:?}", d.0);
+        let mut ok = Diagnostics::new();
+        assert_eq!(
+            created_id(&mut ok, "EC2 VPC", Ok(Some("vpc-1".to_string())), |o| o.as_deref()),
+            Some("vpc-1".into())
+        );
+        assert!(!ok.has_errors());
+    }
 
     #[test]
     fn partial_state_keeps_the_id_and_no_unknowns() {

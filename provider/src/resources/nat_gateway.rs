@@ -223,20 +223,8 @@ impl Resource for NatGateway {
             .set_tag_specifications(tags::ec2_tag_spec(ResourceType::Natgateway, &all).map(|t| vec![t]))
             .send()
             .await
-            .map_err(AwsError::from_sdk)
-            .and_then(|o| {
-                o.nat_gateway()
-                    .and_then(|g| g.nat_gateway_id())
-                    .map(str::to_string)
-                    .ok_or_else(|| AwsError::local(ErrorClass::Other, "AWS returned no NAT gateway ID"))
-            });
-        let id = match created {
-            Ok(id) => id,
-            Err(e) => {
-                report(diags, "creating", OBJECT, None, &e);
-                return None;
-            }
-        };
+            .map_err(AwsError::from_sdk);
+        let id = lifecycle::created_id(diags, OBJECT, created, |o| o.nat_gateway().and_then(|g| g.nat_gateway_id()))?;
         let timeout = wait::timeout_for(planned, "create", NAT_CREATE_TIMEOUT);
         match wait_available(ctx, &id, timeout).await {
             Ok(()) => {}

@@ -129,20 +129,8 @@ impl Resource for RouteTable {
                 .await
                 .map_err(AwsError::from_sdk)
         })
-        .await
-        .and_then(|o| {
-            o.route_table()
-                .and_then(|t| t.route_table_id())
-                .map(str::to_string)
-                .ok_or_else(|| AwsError::local(ErrorClass::Other, "AWS returned no route table ID"))
-        });
-        let id = match created {
-            Ok(id) => id,
-            Err(e) => {
-                report(diags, "creating", OBJECT, None, &e);
-                return None;
-            }
-        };
+        .await;
+        let id = lifecycle::created_id(diags, OBJECT, created, |o| o.route_table().and_then(|t| t.route_table_id()))?;
         let rest = lifecycle::read_after_create(|| read_route_table(ctx, &id, planned));
         lifecycle::finish_create(diags, OBJECT, &id, planned, rest).await
     }

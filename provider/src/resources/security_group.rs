@@ -250,19 +250,8 @@ impl Resource for SecurityGroup {
             .set_tag_specifications(tags::ec2_tag_spec(ResourceType::SecurityGroup, &all).map(|t| vec![t]))
             .send()
             .await
-            .map_err(AwsError::from_sdk)
-            .and_then(|o| {
-                o.group_id()
-                    .map(str::to_string)
-                    .ok_or_else(|| AwsError::local(ErrorClass::Other, "AWS returned no security group ID"))
-            });
-        let id = match created {
-            Ok(id) => id,
-            Err(e) => {
-                report(diags, "creating", OBJECT, None, &e);
-                return None;
-            }
-        };
+            .map_err(AwsError::from_sdk);
+        let id = lifecycle::created_id(diags, OBJECT, created, |o| o.group_id())?;
         let rest = async {
             let state = lifecycle::read_after_create(|| read_group(ctx, &id, planned)).await?;
             revoke_default_egress(ctx, &id).await?;

@@ -178,20 +178,8 @@ impl Resource for Subnet {
             .set_tag_specifications(tags::ec2_tag_spec(ResourceType::Subnet, &all).map(|t| vec![t]))
             .send()
             .await
-            .map_err(AwsError::from_sdk)
-            .and_then(|o| {
-                o.subnet()
-                    .and_then(|s| s.subnet_id())
-                    .map(str::to_string)
-                    .ok_or_else(|| AwsError::local(ErrorClass::Other, "AWS returned no subnet ID"))
-            });
-        let id = match created {
-            Ok(id) => id,
-            Err(e) => {
-                report(diags, "creating", OBJECT, None, &e);
-                return None;
-            }
-        };
+            .map_err(AwsError::from_sdk);
+        let id = lifecycle::created_id(diags, OBJECT, created, |o| o.subnet().and_then(|s| s.subnet_id()))?;
         let rest = async {
             wait::wait_for(&format!("subnet {id} to become available"), wait::CREATE_TIMEOUT, || async {
                 match find_subnet_by_id(ctx, &id).await {

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, VpcAttributeName, VpcState};
 
-use super::{lifecycle, object, opt_str, report};
+use super::{lifecycle, object, opt_str};
 use crate::aws::tags::{self, Tags};
 use crate::aws::wait::{self, Status};
 use crate::aws::{AwsContext, AwsError, ErrorClass};
@@ -165,20 +165,8 @@ impl Resource for Vpc {
             .set_tag_specifications(tags::ec2_tag_spec(ResourceType::Vpc, &all).map(|t| vec![t]))
             .send()
             .await
-            .map_err(AwsError::from_sdk)
-            .and_then(|o| {
-                o.vpc()
-                    .and_then(|v| v.vpc_id())
-                    .map(str::to_string)
-                    .ok_or_else(|| AwsError::local(ErrorClass::Other, "AWS returned no VPC ID"))
-            });
-        let id = match created {
-            Ok(id) => id,
-            Err(e) => {
-                report(diags, "creating", OBJECT, None, &e);
-                return None;
-            }
-        };
+            .map_err(AwsError::from_sdk);
+        let id = lifecycle::created_id(diags, OBJECT, created, |o| o.vpc().and_then(|v| v.vpc_id()))?;
         let rest = async {
             wait_vpc_available(ctx, &id).await?;
             apply_dns(ctx, &id, &Value::Null, planned).await?;

@@ -447,20 +447,8 @@ impl Resource for VpcEndpoint {
             .set_tag_specifications(tags::ec2_tag_spec(ResourceType::VpcEndpoint, &all).map(|t| vec![t]))
             .send()
             .await
-            .map_err(AwsError::from_sdk)
-            .and_then(|o| {
-                o.vpc_endpoint()
-                    .and_then(|e| e.vpc_endpoint_id())
-                    .map(str::to_string)
-                    .ok_or_else(|| AwsError::local(ErrorClass::Other, "AWS returned no VPC endpoint ID"))
-            });
-        let id = match created {
-            Ok(id) => id,
-            Err(e) => {
-                report(diags, "creating", OBJECT, None, &e);
-                return None;
-            }
-        };
+            .map_err(AwsError::from_sdk);
+        let id = lifecycle::created_id(diags, OBJECT, created, |o| o.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()))?;
         match wait_available(ctx, &id, wait::timeout_for(planned, "create", ENDPOINT_TIMEOUT)).await {
             Ok(()) => {}
             Err(WaitError::Failed(why)) => {
