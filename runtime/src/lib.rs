@@ -4,4 +4,5 @@
 //! it loads a cluster config); the cluster config model, membership, groups and the daemons follow.
 
 pub mod config;
+pub mod membership;
 pub mod net;

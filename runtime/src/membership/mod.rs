@@ -1,0 +1,4 @@
+//! Membership: heartbeats, partition resolution, lease arbitration.
+
+pub mod heartbeat;
+pub mod lease;

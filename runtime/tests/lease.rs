@@ -1,0 +1,233 @@
+//! The lease store against a real moto server (pinned venv from tests/support/moto-venv.sh).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{Credentials, Region};
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use tandem_runtime::membership::lease::{
+    Acquire, Holder, Lease, LeaseKeeper, LeaseState, LeaseStore, LeaseTiming, contender_wait,
+};
+
+/// moto_server on a free loopback port; killed on drop.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/moto-venv.sh");
+        let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("run moto-venv.sh");
+        assert!(out.status.success(), "{} failed", script.display());
+        let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mut child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn moto_server");
+        let stderr = child.stderr.take().expect("moto stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
+                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    if let Ok(p) = port.parse::<u16>() {
+                        let _ = tx.send(p);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(port) => Moto { child, port },
+            Err(_) => {
+                let _ = child.kill();
+                panic!("moto_server printed no address within 60 s");
+            }
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn client(endpoint: &str) -> Client {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_millis(300))
+                .operation_timeout(Duration::from_secs(2))
+                .build(),
+        )
+        .load()
+        .await;
+    Client::new(&sdk)
+}
+
+const TABLE: &str = "tandem-test-leases";
+
+async fn create_table(c: &Client) {
+    c.create_table()
+        .table_name(TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("group")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attr"),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("group").key_type(KeyType::Hash).build().expect("key"))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+}
+
+fn me(node: &str) -> Holder {
+    Holder { node: node.into(), incarnation: 1 }
+}
+
+fn acquired(a: Acquire) -> Lease {
+    match a {
+        Acquire::Acquired(l) => l,
+        other => panic!("expected Acquired, got {other:?}"),
+    }
+}
+
+const TTL: Duration = Duration::from_millis(1000);
+const RENEW: Duration = Duration::from_millis(200);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_protocol_against_moto() {
+    let moto = Moto::start();
+    let c = client(&moto.endpoint()).await;
+    create_table(&c).await;
+    let a = Arc::new(LeaseStore::new(c.clone(), TABLE));
+    let b = Arc::new(LeaseStore::new(c.clone(), TABLE));
+    let timing = LeaseTiming::new(TTL, RENEW).expect("timing");
+
+    // Table missing → its own code.
+    let missing = LeaseStore::new(c.clone(), "no-such-table");
+    assert_eq!(missing.read("g").await.err().map(|e| e.code()), Some("TDM-LEASE-003"));
+
+    // Two contenders race for a free lease: exactly one wins.
+    let (me_a, me_b) = (me("a"), me("b"));
+    let (ra, rb) = tokio::join!(a.acquire("g1", &me_a, TTL), b.acquire("g1", &me_b, TTL));
+    let wins = [&ra, &rb].iter().filter(|r| matches!(r, Ok(Acquire::Acquired(_)))).count();
+    assert_eq!(wins, 1, "a: {ra:?}, b: {rb:?}");
+    for r in [&ra, &rb] {
+        match r {
+            Ok(Acquire::Acquired(l)) => assert_eq!(l.token, 1),
+            Ok(Acquire::Busy { token, .. }) => assert_eq!(*token, 1),
+            Err(e) => assert_eq!(e.code(), "TDM-LEASE-001"),
+        }
+    }
+    let (holder, holder_name, other, other_name, lease) = match ra {
+        Ok(Acquire::Acquired(l)) => (a.clone(), "a", b.clone(), "b", l),
+        _ => (b.clone(), "b", a.clone(), "a", acquired(rb.expect("b acquired"))),
+    };
+
+    // The holder renews; the other cannot take over while it does, for well over a ttl.
+    let keeper = LeaseKeeper::start(holder.clone(), "g1".into(), holder_name.into(), lease, timing);
+    let watch_start = Instant::now();
+    while watch_start.elapsed() < TTL * 3 {
+        match other.acquire("g1", &me(other_name), TTL).await.expect("acquire while held") {
+            Acquire::Busy { holder: h, token, .. } => {
+                assert_eq!(h.node, holder_name);
+                assert_eq!(token, 1);
+            }
+            Acquire::Acquired(l) => panic!("took over a renewed lease: {l:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let LeaseState::Held { valid_until: renewed_until, .. } = keeper.state() else { panic!("keeper lost the lease") };
+    assert!(renewed_until > lease.valid_until, "renewals extend the deadline");
+
+    // The holder stops renewing: the other may take over only after ttl + margin of its own observation.
+    let final_state = keeper.subscribe();
+    keeper.stop();
+    let mut first_busy: Option<Instant> = None;
+    let taken = loop {
+        let before = Instant::now();
+        match other.acquire("g1", &me(other_name), TTL).await.expect("acquire after stop") {
+            Acquire::Busy { .. } => {
+                first_busy.get_or_insert(before);
+            }
+            Acquire::Acquired(l) => break (Instant::now(), l),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (taken_at, new_lease) = taken;
+    let first_busy = first_busy.expect("the other was busy at least once");
+    assert!(taken_at.duration_since(first_busy) >= contender_wait(TTL) - Duration::from_millis(250));
+    assert!(taken_at.duration_since(first_busy) < contender_wait(TTL) + TTL);
+    // Safety on one machine's clock: the takeover happened after the old holder's last self-fencing deadline.
+    let LeaseState::Held { valid_until: last_deadline, .. } = *final_state.borrow() else { panic!("keeper state") };
+    assert!(last_deadline >= renewed_until);
+    assert!(taken_at > last_deadline, "takeover before the holder's deadline");
+    assert_eq!(new_lease.token, 2, "the fencing token grows on takeover");
+
+    // A stale holder's renew and release with the old token fail.
+    let e = holder.renew("g1", holder_name, 1).await.expect_err("stale renew");
+    assert_eq!(e.code(), "TDM-LEASE-002");
+    let e = holder.release("g1", holder_name, 1).await.expect_err("stale release");
+    assert_eq!(e.code(), "TDM-LEASE-002");
+    let rec = holder.read("g1").await.expect("read").expect("item");
+    assert_eq!(rec.holder.map(|h| h.node).as_deref(), Some(other_name));
+    assert_eq!(rec.token, 2);
+    assert_eq!(rec.ttl, TTL);
+
+    // The old holder now waits; after the new holder releases, it acquires at once with a higher token.
+    assert!(matches!(holder.acquire("g1", &me(holder_name), TTL).await, Ok(Acquire::Busy { .. })));
+    other.renew("g1", other_name, 2).await.expect("renew by the new holder");
+    other.release("g1", other_name, 2).await.expect("release");
+    let back = acquired(holder.acquire("g1", &me(holder_name), TTL).await.expect("acquire after release"));
+    assert_eq!(back.token, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_store_fails_renewals_and_the_deadline_still_passes_on_time() {
+    let moto = Moto::start();
+    let c = client(&moto.endpoint()).await;
+    create_table(&c).await;
+    let store = LeaseStore::new(c, TABLE);
+    let lease = acquired(store.acquire("g2", &me("a"), TTL).await.expect("acquire"));
+
+    // A closed local port stands for DynamoDB being unreachable.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let down = Arc::new(LeaseStore::new(client(&format!("http://127.0.0.1:{port}")).await, TABLE));
+    let e = down.renew("g2", "a", lease.token).await.expect_err("renew against a closed port");
+    assert_eq!(e.code(), "TDM-LEASE-005", "{e}");
+
+    let timing = LeaseTiming::new(TTL, RENEW).expect("timing");
+    let keeper = LeaseKeeper::start(down, "g2".into(), "a".into(), lease, timing);
+    let mut rx = keeper.subscribe();
+    let lost = tokio::time::timeout(TTL * 2, rx.wait_for(|s| matches!(s, LeaseState::Lost { .. })))
+        .await
+        .expect("keeper reports the loss")
+        .expect("watch")
+        .clone();
+    let at = Instant::now();
+    assert_eq!(lost, LeaseState::Lost { token: lease.token, code: "deadline" });
+    assert!(at >= lease.valid_until, "no early loss");
+    assert!(at < lease.valid_until + Duration::from_millis(150), "lost late: {:?}", at - lease.valid_until);
+}
