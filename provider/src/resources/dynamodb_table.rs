@@ -579,17 +579,10 @@ impl Resource for DynamodbTable {
             }
             Err(e) => return report(diags, "deleting", OBJECT, Some(name), &e),
         }
-        let gone = wait::wait_for(&format!("{OBJECT} {name} to be deleted"), timeout, || async {
-            match find_table_by_name(ctx, name).await {
-                Ok(t) => Ok(Status::Pending(status_name(&t))),
-                Err(e) if e.is_not_found() => Ok(Status::Ready(())),
-                Err(e) => Err(e),
-            }
+        lifecycle::wait_gone(diags, OBJECT, name, timeout, || async {
+            find_table_by_name(ctx, name).await.map(|t| Some(status_name(&t)))
         })
         .await;
-        if let Err(e) = gone {
-            report(diags, "deleting", OBJECT, Some(name), &e);
-        }
     }
 }
 

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::iam_policy::{check_iam_name, check_iam_path};
 use super::{lifecycle, object, report};
-use crate::aws::wait::{self, Status};
+use crate::aws::wait;
 use crate::aws::{AwsContext, AwsError, ErrorClass};
 use crate::framework::{Attribute, Block, Diagnostics, Resource, Schema, Type, Value};
 
@@ -178,17 +178,10 @@ impl Resource for IamInstanceProfile {
             Err(e) if e.is_not_found() => return,
             Err(e) => return report(diags, "deleting", OBJECT, Some(name), &e),
         }
-        let gone = wait::wait_for(&format!("{OBJECT} {name} to be deleted"), wait::PROPAGATION_TIMEOUT, || async {
-            match find_instance_profile_by_name(ctx, name).await {
-                Ok(_) => Ok(Status::Pending("still listed".to_string())),
-                Err(e) if e.is_not_found() => Ok(Status::Ready(())),
-                Err(e) => Err(e),
-            }
+        lifecycle::wait_gone(diags, OBJECT, name, wait::PROPAGATION_TIMEOUT, || async {
+            find_instance_profile_by_name(ctx, name).await.map(|_| Some("still listed".to_string()))
         })
         .await;
-        if let Err(e) = gone {
-            report(diags, "deleting", OBJECT, Some(name), &e);
-        }
     }
 }
 

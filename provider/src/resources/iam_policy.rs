@@ -6,7 +6,7 @@ use aws_sdk_iam::types::Tag;
 
 use super::{lifecycle, object, opt_str, policy_json, report};
 use crate::aws::tags::{self, Tags};
-use crate::aws::wait::{self, Status};
+use crate::aws::wait;
 use crate::aws::{AwsContext, AwsError, ErrorClass};
 use crate::framework::schema::tags_attributes;
 use crate::framework::{AttrPath, Attribute, Block, Diagnostics, Plan, Resource, Schema, Type, Value};
@@ -285,17 +285,10 @@ impl Resource for IamPolicy {
             }
             Err(e) => return report(diags, "deleting", OBJECT, Some(arn), &e),
         }
-        let gone = wait::wait_for(&format!("{OBJECT} {arn} to be deleted"), wait::PROPAGATION_TIMEOUT, || async {
-            match find_policy_by_arn(ctx, arn).await {
-                Ok(_) => Ok(Status::Pending("still listed".to_string())),
-                Err(e) if e.is_not_found() => Ok(Status::Ready(())),
-                Err(e) => Err(e),
-            }
+        lifecycle::wait_gone(diags, OBJECT, arn, wait::PROPAGATION_TIMEOUT, || async {
+            find_policy_by_arn(ctx, arn).await.map(|_| Some("still listed".to_string()))
         })
         .await;
-        if let Err(e) = gone {
-            report(diags, "deleting", OBJECT, Some(arn), &e);
-        }
     }
 }
 

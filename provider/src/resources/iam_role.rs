@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::iam_policy::{check_iam_name, check_iam_path, from_iam_tags, to_iam_tags};
 use super::{lifecycle, object, policy_json, report};
 use crate::aws::tags;
-use crate::aws::wait::{self, Status};
+use crate::aws::wait;
 use crate::aws::{AwsContext, AwsError, ErrorClass};
 use crate::framework::schema::tags_attributes;
 use crate::framework::{AttrPath, Attribute, Block, Diagnostics, Plan, Resource, Schema, Type, Value};
@@ -313,17 +313,10 @@ impl Resource for IamRole {
             }
             Err(e) => return report(diags, "deleting", OBJECT, Some(name), &e),
         }
-        let gone = wait::wait_for(&format!("{OBJECT} {name} to be deleted"), wait::PROPAGATION_TIMEOUT, || async {
-            match find_role_by_name(ctx, name).await {
-                Ok(_) => Ok(Status::Pending("still listed".to_string())),
-                Err(e) if e.is_not_found() => Ok(Status::Ready(())),
-                Err(e) => Err(e),
-            }
+        lifecycle::wait_gone(diags, OBJECT, name, wait::PROPAGATION_TIMEOUT, || async {
+            find_role_by_name(ctx, name).await.map(|_| Some("still listed".to_string()))
         })
         .await;
-        if let Err(e) = gone {
-            report(diags, "deleting", OBJECT, Some(name), &e);
-        }
     }
 }
 

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::iam_role::attached_policy_arns;
 use super::{lifecycle, object, report};
-use crate::aws::wait::{self, Status};
+use crate::aws::wait;
 use crate::aws::{AwsContext, AwsError, ErrorClass};
 use crate::framework::{AttrPath, Attribute, Block, Diagnostics, Resource, Schema, Type, Value};
 
@@ -128,16 +128,10 @@ impl Resource for IamRolePolicyAttachment {
             Err(e) if e.is_not_found() => return,
             Err(e) => return report(diags, "deleting", OBJECT, Some(&id), &e),
         }
-        let gone = wait::wait_for(&format!("{OBJECT} {id} to be deleted"), wait::PROPAGATION_TIMEOUT, || async {
-            match read_attachment(ctx, &role, &arn).await? {
-                Some(_) => Ok(Status::Pending("still attached".to_string())),
-                None => Ok(Status::Ready(())),
-            }
+        lifecycle::wait_gone(diags, OBJECT, &id, wait::PROPAGATION_TIMEOUT, || async {
+            read_attachment(ctx, &role, &arn).await.map(|a| a.map(|_| "still attached".to_string()))
         })
         .await;
-        if let Err(e) = gone {
-            report(diags, "deleting", OBJECT, Some(&id), &e);
-        }
     }
 }
 

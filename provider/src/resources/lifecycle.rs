@@ -133,7 +133,7 @@ pub(crate) async fn delete_and_wait<D, DFut, F, FFut>(
     id: &str,
     timeout: Duration,
     delete: D,
-    mut find: F,
+    find: F,
 ) where
     D: FnMut() -> DFut,
     DFut: Future<Output = Result<(), AwsError>>,
@@ -145,6 +145,21 @@ pub(crate) async fn delete_and_wait<D, DFut, F, FFut>(
         Err(e) if e.is_not_found() => return,
         Err(e) => return report(diags, "deleting", object_name, Some(id), &e),
     }
+    wait_gone(diags, object_name, id, timeout, find).await;
+}
+
+/// Waits until the finder no longer sees the object (`None` or NotFound); reports a timeout or another
+/// error as a failed delete. `find` answers the object's current state while it is still there.
+pub(crate) async fn wait_gone<F, FFut>(
+    diags: &mut Diagnostics,
+    object_name: &str,
+    id: &str,
+    timeout: Duration,
+    mut find: F,
+) where
+    F: FnMut() -> FFut,
+    FFut: Future<Output = Result<Option<String>, AwsError>>,
+{
     let gone = wait::wait_for(&format!("{object_name} {id} to be deleted"), timeout, || {
         let fut = find();
         async move {

@@ -10,7 +10,7 @@ use super::route53_zone::{
     find_record_set, fqdn, keep_name, keep_prior_spelling, name_in_zone, normalize_name,
 };
 use super::{lifecycle, object, report};
-use crate::aws::wait::{self, Status};
+use crate::aws::wait;
 use crate::aws::{AwsContext, AwsError, ErrorClass};
 use crate::framework::schema::timeouts_block;
 use crate::framework::{AttrPath, Attribute, Block, Diagnostics, Plan, Resource, Schema, Type, Value};
@@ -433,18 +433,12 @@ impl Resource for Route53Record {
             }
             Err(e) => return report(diags, "deleting", OBJECT, Some(&id), &e),
         }
-        let gone = wait::wait_for(&format!("{OBJECT} {id} to be deleted"), timeout, || async {
-            match find_record_set(ctx, &key.zone, &key.name, RrType::from(key.rr_type.as_str())).await {
-                Ok(Some(_)) => Ok(Status::Pending("still listed".to_string())),
-                Ok(None) => Ok(Status::Ready(())),
-                Err(e) if e.is_not_found() => Ok(Status::Ready(())),
-                Err(e) => Err(e),
-            }
+        lifecycle::wait_gone(diags, OBJECT, &id, timeout, || async {
+            find_record_set(ctx, &key.zone, &key.name, RrType::from(key.rr_type.as_str()))
+                .await
+                .map(|r| r.map(|_| "still listed".to_string()))
         })
         .await;
-        if let Err(e) = gone {
-            report(diags, "deleting", OBJECT, Some(&id), &e);
-        }
     }
 }
 
