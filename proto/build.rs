@@ -4,8 +4,12 @@
 use std::error::Error;
 
 const PROTO_ROOT: &str = "proto";
-const PROTO_FILES: &[&str] =
-    &["proto/tfplugin6.proto", "proto/plugin/grpc_controller.proto", "proto/plugin/grpc_stdio.proto"];
+const PROTO_FILES: &[&str] = &[
+    "proto/tfplugin6.proto",
+    "proto/plugin/grpc_controller.proto",
+    "proto/plugin/grpc_stdio.proto",
+    "proto/tandem/control.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");

@@ -2,6 +2,7 @@
 //!
 //! - [`tfplugin6`]: Terraform plugin protocol 6.8, the `tfplugin6.Provider` service Terraform calls.
 //! - [`plugin`]: the go-plugin services every Terraform plugin serves beside it (`GRPCController`, `GRPCStdio`).
+//! - [`control`]: tandem's own control API (`tandem.v1.Control`), tandemd <-> tandemctl.
 
 /// Terraform plugin protocol 6.8 (`tfplugin6`), as spoken by Terraform 1.11.
 ///
@@ -17,4 +18,10 @@ pub mod tfplugin6 {
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery, clippy::unwrap_used, rustdoc::all)]
 pub mod plugin {
     tonic::include_proto!("plugin");
+}
+
+/// tandem's control API (`tandem.v1.Control`), served by tandemd on its Unix socket and called by tandemctl.
+#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery, clippy::unwrap_used, rustdoc::all)]
+pub mod control {
+    tonic::include_proto!("tandem.v1");
 }

@@ -4,5 +4,8 @@
 //! it loads a cluster config); the cluster config model, membership, groups and the daemons follow.
 
 pub mod config;
+pub mod daemon;
+pub mod group;
 pub mod membership;
 pub mod net;
+pub mod resources;

@@ -35,6 +35,9 @@ const A_INCARNATION: &str = "incarnation";
 const A_TOKEN: &str = "token";
 const A_TTL_MS: &str = "ttl_ms";
 const A_VERSION: &str = "version";
+/// Operator requests carried by the item (see [`LeaseStore::request_move`], [`LeaseStore::set_stopped`]).
+const A_TARGET: &str = "target";
+const A_STOPPED: &str = "stopped";
 
 /// Errors of the lease store; `code()` is stable.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +171,10 @@ pub struct LeaseRecord {
     /// The holder's claimed lease duration.
     pub ttl: Duration,
     pub version: u64,
+    /// A requested move: the holder stops and releases, and this node may take the free lease at once.
+    pub target: Option<String>,
+    /// The operator stopped the group: the holder stops and releases, nobody acquires.
+    pub stopped: bool,
 }
 
 /// A lease the caller now holds.
@@ -291,10 +298,12 @@ impl LeaseStore {
 
     fn parse(&self, group: &str, item: &HashMap<String, AttributeValue>) -> Result<LeaseRecord, LeaseError> {
         let bad = |detail: String| LeaseError::Malformed { table: self.table.clone(), group: group.into(), detail };
+        // An item created by an operator request (move/stop before any acquisition) has no token or ttl yet.
         let num = |name: &str| -> Result<u64, LeaseError> {
             match item.get(name) {
                 Some(AttributeValue::N(v)) => v.parse::<u64>().map_err(|_| bad(format!("{name} = {v:?}"))),
-                _ => Err(bad(format!("{name} missing or not a number"))),
+                None => Ok(0),
+                Some(_) => Err(bad(format!("{name} is not a number"))),
             }
         };
         let holder = match item.get(A_HOLDER) {
@@ -308,6 +317,16 @@ impl LeaseStore {
             token: num(A_TOKEN)?,
             ttl: Duration::from_millis(num(A_TTL_MS)?),
             version: num(A_VERSION)?,
+            target: match item.get(A_TARGET) {
+                Some(AttributeValue::S(t)) => Some(t.clone()),
+                None => None,
+                Some(_) => return Err(bad(format!("{A_TARGET} is not a string"))),
+            },
+            stopped: match item.get(A_STOPPED) {
+                Some(AttributeValue::Bool(b)) => *b,
+                None => false,
+                Some(_) => return Err(bad(format!("{A_STOPPED} is not a boolean"))),
+            },
         })
     }
 
@@ -323,7 +342,15 @@ impl LeaseStore {
             .await
             .map_err(|e| self.classify("GetItem", e))?;
         match out.item() {
-            Some(item) => Ok(Some(self.parse(group, item)?)),
+            Some(item) => {
+                let record = self.parse(group, item)?;
+                // Every read counts as an observation, so a standby that keeps reading starts its takeover wait
+                // at the first read of the holder's last version, not at its first acquisition attempt.
+                if record.holder.is_some() {
+                    self.remember(group, record.version, record.ttl, self.clock.now());
+                }
+                Ok(Some(record))
+            }
             None => Ok(None),
         }
     }
@@ -338,6 +365,22 @@ impl LeaseStore {
     /// Takes the lease of `group` if it is free, released, ours (same node and incarnation), or unchanged for
     /// `contender_wait(its ttl)` on our clock since we first saw that version. All writes are conditional.
     pub async fn acquire(&self, group: &str, me: &Holder, ttl: Duration) -> Result<Acquire, LeaseError> {
+        self.acquire_with(group, me, ttl, true).await
+    }
+
+    /// Like [`LeaseStore::acquire`], but never takes over a lease another holder has not released: such a lease
+    /// answers `Busy` at once. For a node that may still be vouching for whoever holds it (see the group runner).
+    pub async fn acquire_if_free(&self, group: &str, me: &Holder, ttl: Duration) -> Result<Acquire, LeaseError> {
+        self.acquire_with(group, me, ttl, false).await
+    }
+
+    async fn acquire_with(
+        &self,
+        group: &str,
+        me: &Holder,
+        ttl: Duration,
+        takeover: bool,
+    ) -> Result<Acquire, LeaseError> {
         let record = self.read(group).await?;
         let seen_at = self.clock.now();
         let start = seen_at;
@@ -366,6 +409,9 @@ impl LeaseStore {
         let (new_token, takeover) = match &rec.holder {
             Some(h) if h == me => (rec.token, false),
             None => (rec.token + 1, true),
+            Some(h) if !takeover => {
+                return Ok(Acquire::Busy { holder: h.clone(), token: rec.token, retry_in: contender_wait(rec.ttl) });
+            }
             Some(h) => {
                 let wait = self.remember(group, rec.version, rec.ttl, seen_at);
                 if !wait.is_zero() {
@@ -379,13 +425,14 @@ impl LeaseStore {
             .update_item()
             .table_name(&self.table)
             .key(A_GROUP, s(group))
-            .update_expression("SET #h = :h, #i = :i, #t = :t, #l = :l, #v = :nv")
+            .update_expression("SET #h = :h, #i = :i, #t = :t, #l = :l, #v = :nv REMOVE #tg")
             .condition_expression("#v = :v")
             .expression_attribute_names("#h", A_HOLDER)
             .expression_attribute_names("#i", A_INCARNATION)
             .expression_attribute_names("#t", A_TOKEN)
             .expression_attribute_names("#l", A_TTL_MS)
             .expression_attribute_names("#v", A_VERSION)
+            .expression_attribute_names("#tg", A_TARGET)
             .expression_attribute_values(":h", s(&me.node))
             .expression_attribute_values(":i", n(me.incarnation))
             .expression_attribute_values(":t", n(new_token))
@@ -407,8 +454,8 @@ impl LeaseStore {
     }
 
     /// Extends the lease we hold under `token` (bumps the version, which restarts every contender's wait).
-    /// Returns the new version.
-    pub async fn renew(&self, group: &str, node: &str, token: u64) -> Result<u64, LeaseError> {
+    /// Returns the item as written, so the holder sees operator requests (move, stop) at every renewal.
+    pub async fn renew(&self, group: &str, node: &str, token: u64) -> Result<LeaseRecord, LeaseError> {
         let res = self
             .client
             .update_item()
@@ -422,20 +469,16 @@ impl LeaseStore {
             .expression_attribute_values(":h", s(node))
             .expression_attribute_values(":t", n(token))
             .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::UpdatedNew)
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match res {
-            Ok(out) => match out.attributes().and_then(|a| a.get(A_VERSION)) {
-                Some(AttributeValue::N(v)) => v.parse::<u64>().map_err(|_| LeaseError::Malformed {
+            Ok(out) => match out.attributes() {
+                Some(item) => self.parse(group, item),
+                None => Err(LeaseError::Malformed {
                     table: self.table.clone(),
                     group: group.into(),
-                    detail: format!("{A_VERSION} = {v:?}"),
-                }),
-                _ => Err(LeaseError::Malformed {
-                    table: self.table.clone(),
-                    group: group.into(),
-                    detail: format!("{A_VERSION} missing after renew"),
+                    detail: "no attributes returned by the renewal".into(),
                 }),
             },
             Err(e) if Self::is_condition_failed(&e) => {
@@ -443,6 +486,40 @@ impl LeaseStore {
             }
             Err(e) => Err(self.classify("UpdateItem", e)),
         }
+    }
+
+    /// Asks the holder to hand the group to `target` (None withdraws the request). Creates the item if needed.
+    pub async fn request_move(&self, group: &str, target: Option<&str>) -> Result<(), LeaseError> {
+        let req = self.client.update_item().table_name(&self.table).key(A_GROUP, s(group));
+        let req = match target {
+            Some(t) => req.update_expression("SET #tg = :tg ADD #v :one").expression_attribute_values(":tg", s(t)),
+            None => req.update_expression("REMOVE #tg ADD #v :one"),
+        };
+        req.expression_attribute_names("#tg", A_TARGET)
+            .expression_attribute_names("#v", A_VERSION)
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify("UpdateItem", e))
+    }
+
+    /// Marks the group stopped by the operator (the holder stops and releases; nobody acquires) or started.
+    pub async fn set_stopped(&self, group: &str, stopped: bool) -> Result<(), LeaseError> {
+        let req = self.client.update_item().table_name(&self.table).key(A_GROUP, s(group));
+        let req = if stopped {
+            req.update_expression("SET #s = :s ADD #v :one")
+                .expression_attribute_values(":s", AttributeValue::Bool(true))
+        } else {
+            req.update_expression("REMOVE #s ADD #v :one")
+        };
+        req.expression_attribute_names("#s", A_STOPPED)
+            .expression_attribute_names("#v", A_VERSION)
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify("UpdateItem", e))
     }
 
     /// Gives the lease up (the token is kept, so the next holder gets a higher one); others may take it at once.
@@ -477,7 +554,8 @@ impl LeaseStore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseState {
     /// Run the group only while `Instant::now() < valid_until` (check it yourself; do not wait for `Lost`).
-    Held { token: u64, valid_until: Instant },
+    /// `record` is the item as of the last successful renewal (None before the first): operator requests.
+    Held { token: u64, valid_until: Instant, record: Option<LeaseRecord> },
     /// Stop the group. `code` is the error code of the cause, or "deadline" when valid_until passed.
     Lost { token: u64, code: &'static str },
 }
@@ -498,7 +576,8 @@ impl LeaseKeeper {
         lease: Lease,
         timing: LeaseTiming,
     ) -> LeaseKeeper {
-        let (tx, rx) = watch::channel(LeaseState::Held { token: lease.token, valid_until: lease.valid_until });
+        let (tx, rx) =
+            watch::channel(LeaseState::Held { token: lease.token, valid_until: lease.valid_until, record: None });
         let task = tokio::spawn(async move {
             let token = lease.token;
             let mut valid_until = lease.valid_until;
@@ -510,9 +589,9 @@ impl LeaseKeeper {
                 }
                 let limit = timing.renew_interval.min(valid_until - start);
                 match tokio::time::timeout(limit, store.renew(&group, &node, token)).await {
-                    Ok(Ok(_)) => {
+                    Ok(Ok(record)) => {
                         valid_until = valid_until.max(start + timing.holder_validity());
-                        let _ = tx.send(LeaseState::Held { token, valid_until });
+                        let _ = tx.send(LeaseState::Held { token, valid_until, record: Some(record) });
                     }
                     Ok(Err(e @ LeaseError::NotHolder { .. })) => {
                         tracing::warn!(group, code = e.code(), "{e}");

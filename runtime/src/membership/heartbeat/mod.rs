@@ -119,6 +119,9 @@ pub struct PeerStatus {
     pub links: Vec<LinkStatus>,
     /// The state field of the peer's latest accepted heartbeat.
     pub state: Vec<u8>,
+    /// When we sent the packet of ours that this latest heartbeat echoed (our monotonic clock): the peer chose
+    /// `state` after it had received that packet.
+    pub echo_sent: Option<Instant>,
 }
 
 /// What the service publishes on its watch channel.
@@ -314,13 +317,15 @@ impl Service {
     }
 
     async fn send_all(&mut self) {
-        let state = self.state.borrow().clone();
         let mut buf = [0u8; MAX_PACKET];
         for (i, l) in self.plan.links.iter().enumerate() {
             for (j, peer) in l.peers.iter().enumerate() {
                 self.seq += 1;
                 let now = Instant::now();
                 let (echo_seq, echo_time_us, echo_hold_us) = self.links[i][j].echo(now);
+                // The state is read after the echo: a peer that trusts a statement in `state` because it echoes
+                // its packet (the standby's vouch) relies on this order.
+                let state = self.state.borrow().clone();
                 let mut p = Packet::new(
                     self.plan.node_id,
                     self.plan.cluster_id,
@@ -377,6 +382,7 @@ impl Service {
                             liveness: Liveness::Down,
                             links: Vec::new(),
                             state: Vec::new(),
+                            echo_sent: None,
                         });
                         heard.push(None);
                         peers.len() - 1
@@ -389,6 +395,7 @@ impl Service {
                 if pl.last_heard().is_some() && pl.last_heard() >= heard[idx] {
                     heard[idx] = pl.last_heard();
                     ps.state = pl.state().to_vec();
+                    ps.echo_sent = pl.echo_sent();
                 }
                 ps.links.push(link);
             }

@@ -89,6 +89,8 @@ pub struct PeerLink {
     last_rx: Option<(u64, u64, Instant)>,
     srtt: Option<Duration>,
     last_state: Vec<u8>,
+    /// When we sent the packet that the newest accepted packet echoed (our clock), if it echoed one.
+    last_echo_sent: Option<Instant>,
     pub counters: Counters,
 }
 
@@ -108,6 +110,7 @@ impl PeerLink {
             last_rx: None,
             srtt: None,
             last_state: Vec::new(),
+            last_echo_sent: None,
             counters: Counters::default(),
         }
     }
@@ -142,6 +145,7 @@ impl PeerLink {
             self.last_rx = Some((p.seq, p.send_time_us, now));
             self.last_state.clear();
             self.last_state.extend_from_slice(p.state());
+            self.last_echo_sent = self.echoed_send_time(p, now);
         }
         self.sample_rtt(p, now);
         outcome
@@ -175,6 +179,16 @@ impl PeerLink {
         self.retired[self.retired_next] = incarnation;
         self.retired_next = (self.retired_next + 1) % RETIRED_INCARNATIONS;
         self.retired_len = (self.retired_len + 1).min(RETIRED_INCARNATIONS);
+    }
+
+    /// Our send time of the packet `p` echoes; None without an echo or when it lies in the future (an echo of a
+    /// packet of an earlier process of ours, whose clock origin differed).
+    fn echoed_send_time(&self, p: &Packet, now: Instant) -> Option<Instant> {
+        if p.echo_seq == 0 {
+            return None;
+        }
+        let sent = self.epoch.checked_add(Duration::from_micros(p.echo_time_us))?;
+        (sent <= now).then_some(sent)
     }
 
     fn sample_rtt(&mut self, p: &Packet, now: Instant) {
@@ -234,6 +248,12 @@ impl PeerLink {
     /// The state field of the last accepted packet.
     pub fn state(&self) -> &[u8] {
         &self.last_state
+    }
+
+    /// When we sent the packet the peer echoed in its newest accepted packet: everything that packet's state says
+    /// was decided by the peer after this instant (the peer reads its state after its echo; see the service).
+    pub fn echo_sent(&self) -> Option<Instant> {
+        self.last_echo_sent
     }
 }
 
@@ -330,5 +350,12 @@ mod tests {
         assert_eq!(l.rtt(), Some(4 * MS));
         // Our echo back: its last sequence and time, with the hold time.
         assert_eq!(l.echo(t0 + 20 * MS), (2, 200_000, 3_000));
+        // The newest packet echoed a send time in the future of our clock: no echo instant is claimed.
+        assert_eq!(l.echo_sent(), None);
+        let mut r = pkt(1, 3);
+        r.echo_seq = 5;
+        r.echo_time_us = 18_000;
+        l.receive(&r, t0 + 21 * MS);
+        assert_eq!(l.echo_sent(), Some(t0 + 18 * MS));
     }
 }

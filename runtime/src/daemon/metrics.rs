@@ -1,0 +1,195 @@
+//! Prometheus text exposition (format 0.0.4) on `GET /metrics`, built from the same status the API serves.
+//! A deliberately small HTTP/1.1 responder: one request per connection, request head bounded to 8 KiB.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_proto::control::StatusReply;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::{Daemon, DaemonError, status};
+
+const MAX_HEAD: usize = 8 * 1024;
+const ROLES: [&str; 6] = ["offline", "standby", "starting", "active", "stopping", "failed"];
+
+/// A label value, escaped as the exposition format requires.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub fn render(s: &StatusReply) -> String {
+    let mut out = String::new();
+    let mut lines: Vec<String> = Vec::new();
+    let n =
+        family(&mut out, "tandem_peer_up", "gauge", "1 when the peer's heartbeats arrive, 0.5 when late, 0 when lost.");
+    for node in s.nodes.iter().filter(|n| !n.local) {
+        let v = match node.liveness.as_str() {
+            "up" => "1",
+            "suspect" => "0.5",
+            _ => "0",
+        };
+        lines.push(format!("{n}{{node=\"{}\"}} {v}", label(&node.name)));
+    }
+    flush(&mut out, &mut lines);
+    let n =
+        family(&mut out, "tandem_peer_rtt_seconds", "gauge", "Smoothed heartbeat round-trip time per interconnect.");
+    for node in &s.nodes {
+        for l in &node.links {
+            lines.push(format!(
+                "{n}{{node=\"{}\",interconnect=\"{}\"}} {}",
+                label(&node.name),
+                label(&l.interconnect),
+                l.rtt_us as f64 / 1e6
+            ));
+        }
+    }
+    flush(&mut out, &mut lines);
+    let n = family(&mut out, "tandem_heartbeats_received_total", "counter", "Valid heartbeats accepted.");
+    for node in &s.nodes {
+        for l in &node.links {
+            lines.push(format!(
+                "{n}{{node=\"{}\",interconnect=\"{}\"}} {}",
+                label(&node.name),
+                label(&l.interconnect),
+                l.received
+            ));
+        }
+    }
+    flush(&mut out, &mut lines);
+    let n = family(&mut out, "tandem_heartbeats_dropped_total", "counter", "Heartbeat packets dropped, by reason.");
+    for node in &s.nodes {
+        for l in &node.links {
+            for (reason, v) in
+                [("replay", l.replay), ("bad_mac", l.bad_mac), ("foreign", l.foreign), ("malformed", l.malformed)]
+            {
+                lines.push(format!(
+                    "{n}{{node=\"{}\",interconnect=\"{}\",reason=\"{reason}\"}} {v}",
+                    label(&node.name),
+                    label(&l.interconnect)
+                ));
+            }
+        }
+    }
+    flush(&mut out, &mut lines);
+    let n = family(&mut out, "tandem_group_state", "gauge", "1 for this node's current role in the group.");
+    for g in &s.groups {
+        for r in ROLES {
+            lines.push(format!(
+                "{n}{{group=\"{}\",state=\"{r}\"}} {}",
+                label(&g.name),
+                if g.state == r { 1 } else { 0 }
+            ));
+        }
+    }
+    flush(&mut out, &mut lines);
+    let n = family(
+        &mut out,
+        "tandem_group_failovers_total",
+        "counter",
+        "Takeovers by this node after the holder was lost.",
+    );
+    for g in &s.groups {
+        lines.push(format!("{n}{{group=\"{}\"}} {}", label(&g.name), g.failovers));
+    }
+    flush(&mut out, &mut lines);
+    let n = family(
+        &mut out,
+        "tandem_group_last_failover_seconds",
+        "gauge",
+        "Time from losing the holder to the group running here, last takeover.",
+    );
+    for g in &s.groups {
+        lines.push(format!("{n}{{group=\"{}\"}} {}", label(&g.name), g.last_takeover_ms as f64 / 1e3));
+    }
+    flush(&mut out, &mut lines);
+    let n = family(
+        &mut out,
+        "tandem_group_lease_remaining_seconds",
+        "gauge",
+        "How long this node may still run the group without a renewal (0 when not holding).",
+    );
+    for g in &s.groups {
+        lines.push(format!("{n}{{group=\"{}\"}} {}", label(&g.name), g.lease_remaining_ms as f64 / 1e3));
+    }
+    flush(&mut out, &mut lines);
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> String {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    name.to_string()
+}
+
+fn flush(out: &mut String, lines: &mut Vec<String>) {
+    for l in lines.drain(..) {
+        out.push_str(&l);
+        out.push('\n');
+    }
+}
+
+pub async fn serve(daemon: Arc<Daemon>, addr: SocketAddr) -> Result<(), DaemonError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| DaemonError::Metrics { addr, source })?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { continue };
+            let daemon = daemon.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                let read = async {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return false,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    true
+                };
+                if !matches!(tokio::time::timeout(Duration::from_secs(5), read).await, Ok(true)) {
+                    return;
+                }
+                let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+                let (code, body) = if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET /metrics?") {
+                    ("200 OK", render(&status::status(&daemon)))
+                } else {
+                    ("404 Not Found", "only GET /metrics is served\n".to_string())
+                };
+                let reply = format!(
+                    "HTTP/1.1 {code}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_proto::control::{GroupStatus, NodeStatus};
+
+    #[test]
+    fn renders_groups_and_peers_with_escaped_labels() {
+        let s = StatusReply {
+            nodes: vec![NodeStatus { name: "b\"1".into(), liveness: "suspect".into(), ..Default::default() }],
+            groups: vec![GroupStatus {
+                name: "web".into(),
+                state: "active".into(),
+                failovers: 3,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(text.contains("tandem_peer_up{node=\"b\\\"1\"} 0.5"), "{text}");
+        assert!(text.contains("tandem_group_state{group=\"web\",state=\"active\"} 1"));
+        assert!(text.contains("tandem_group_state{group=\"web\",state=\"standby\"} 0"));
+        assert!(text.contains("tandem_group_failovers_total{group=\"web\"} 3"));
+        assert!(text.contains("# TYPE tandem_group_failovers_total counter"));
+    }
+}

@@ -1,0 +1,334 @@
+//! tandemd: one node of the cluster. Loads the config, finds which node it is, and runs the heartbeat service,
+//! the witness checks, one runner per failover group (lease-guarded), the control API on a Unix socket and,
+//! optionally, the Prometheus endpoint. `bin/tandemd.rs` only parses arguments and sets up logging.
+
+pub mod api;
+pub mod client;
+pub mod context;
+pub mod events;
+pub mod metrics;
+pub mod status;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+
+use self::context::{NodeContext, StatePublisher, WitnessState};
+use self::events::EventLog;
+use crate::config::{self, Config};
+use crate::group::Role;
+use crate::group::runner::{Command, GroupHandle, Runner};
+use crate::group::wire::NodeWire;
+use crate::membership::heartbeat::packet::HeartbeatKey;
+use crate::membership::heartbeat::peer::Liveness;
+use crate::membership::heartbeat::{Heartbeats, Plan, Snapshot};
+use crate::membership::lease::{LeaseStore, LeaseTiming};
+use crate::membership::witness::Witnesses;
+
+/// How long a clean stop waits for the groups to move away before it exits anyway.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default final action `shutdown` / watchdog command: an immediate power-off, as a hardware watchdog would.
+pub const DEFAULT_SHUTDOWN_COMMAND: &str = "systemctl poweroff --force --force";
+pub const DEFAULT_SOCKET: &str = "/run/tandem/tandemd.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/tandem";
+
+/// How tandemd was started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub node: Option<String>,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub metrics: Option<SocketAddr>,
+    pub shutdown_command: String,
+}
+
+/// Why tandemd could not start (or stopped); `code()` is stable.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(String),
+    #[error("this machine is none of the cluster's nodes: {0}; pass --node NAME")]
+    SelfNotFound(String),
+    #[error("heartbeat key: {0}")]
+    Key(String),
+    #[error("{0}")]
+    Heartbeat(String),
+    #[error("lease timing: {0}")]
+    Timing(String),
+    #[error("group {group}: resource cannot be built: {detail}")]
+    Resource { group: String, detail: String },
+    #[error("control socket {path}: {source}; check the directory exists and is writable, and no other tandemd runs")]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("state directory {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: std::io::Error },
+}
+
+impl DaemonError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            DaemonError::Config(_) => "TDM-NODE-001",
+            DaemonError::SelfNotFound(_) => "TDM-NODE-002",
+            DaemonError::Key(_) => "TDM-NODE-003",
+            DaemonError::Heartbeat(_) => "TDM-NODE-004",
+            DaemonError::Timing(_) => "TDM-NODE-005",
+            DaemonError::Resource { .. } => "TDM-NODE-006",
+            DaemonError::Socket { .. } => "TDM-NODE-007",
+            DaemonError::StateDir { .. } => "TDM-NODE-008",
+            DaemonError::Metrics { .. } => "TDM-NODE-009",
+        }
+    }
+}
+
+/// The running node, shared by the API and the signal handler.
+pub struct Daemon {
+    pub cx: Arc<NodeContext>,
+    pub groups: Vec<GroupHandle>,
+    pub heartbeats: Arc<Heartbeats>,
+    pub socket: PathBuf,
+    stop: watch::Sender<bool>,
+}
+
+impl Daemon {
+    /// Asks the daemon to leave the cluster cleanly (groups move away) and exit.
+    pub fn request_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.cx.heartbeat.borrow().clone()
+    }
+
+    pub fn group(&self, name: &str) -> Option<&GroupHandle> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// A peer that can take group `index` now: up, standby for it, not leaving.
+    pub fn eligible_peer(&self, index: usize, node: &str) -> bool {
+        let snap = self.snapshot();
+        snap.peer(node).is_some_and(|p| {
+            p.liveness == Liveness::Up
+                && NodeWire::decode(&p.state)
+                    .is_some_and(|w| !w.leaving() && w.group(index).is_some_and(|g| g.role == Role::Standby))
+        })
+    }
+
+    /// The highest-priority peer that can take group `index` now.
+    pub fn next_server(&self, index: usize) -> Option<String> {
+        let group = self.cx.config.groups.get(index)?;
+        group.servers.iter().filter(|s| **s != self.cx.node).find(|s| self.eligible_peer(index, s)).cloned()
+    }
+
+    /// Clean stop: every group this node runs moves to the next live server (or stops), then the runners go
+    /// offline. Bounded by [`LEAVE_TIMEOUT`].
+    pub async fn leave(&self) {
+        self.cx.events.record("", "daemon", "", "clean stop: moving groups away");
+        self.cx.set_leaving();
+        let mut waits = Vec::new();
+        for g in &self.groups {
+            let target = self.next_server(g.index);
+            let (done, wait) = oneshot::channel();
+            if g.send(Command::Leave { target, done }).await {
+                waits.push(wait);
+            }
+        }
+        let all = async {
+            for w in waits {
+                let _ = w.await;
+            }
+        };
+        if tokio::time::timeout(LEAVE_TIMEOUT, all).await.is_err() {
+            self.cx.events.record("", "daemon", "TDM-NODE-011", "clean stop timed out; exiting anyway");
+        }
+    }
+}
+
+/// Which node this machine is: `--node`, else the node whose address can be bound here.
+fn find_self(config: &Config, name: Option<&str>) -> Result<String, DaemonError> {
+    let mut local: Vec<IpAddr> = Vec::new();
+    if name.is_none() {
+        for n in &config.nodes {
+            for a in config.addresses_of(n) {
+                // Binding succeeds only for an address of this machine: no interface listing needed.
+                if std::net::UdpSocket::bind((a, 0)).is_ok() {
+                    local.push(IpAddr::V4(a));
+                }
+            }
+        }
+    }
+    config.find_self(name, &local).map(|n| n.name.clone()).map_err(|e| DaemonError::SelfNotFound(e.to_string()))
+}
+
+/// Starts every part of the node and returns once it is running.
+pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
+    let config = config::load(&opts.config).map_err(|e| DaemonError::Config(e.to_string()))?;
+    let config = Arc::new(config);
+    let node = find_self(&config, opts.node.as_deref())?;
+    std::fs::create_dir_all(&opts.state_dir)
+        .map_err(|source| DaemonError::StateDir { path: opts.state_dir.clone(), source })?;
+    let key = HeartbeatKey::load(&config.secrets.heartbeat_key_file).map_err(|e| DaemonError::Key(e.to_string()))?;
+    let timing = LeaseTiming::new(config.arbitration.ttl, config.arbitration.renew_interval)
+        .map_err(|e| DaemonError::Timing(e.to_string()))?;
+
+    let events = Arc::new(
+        EventLog::new(&node, Some(&opts.state_dir))
+            .map_err(|source| DaemonError::StateDir { path: opts.state_dir.clone(), source })?,
+    );
+    let plan = Plan::from_config(&config, &node).map_err(|e| DaemonError::Heartbeat(e.to_string()))?;
+    let heartbeats =
+        Arc::new(Heartbeats::start(plan, key, Vec::new()).await.map_err(|e| DaemonError::Heartbeat(e.to_string()))?);
+
+    let mut aws = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = config.lease_region() {
+        aws = aws.region(aws_config::Region::new(region));
+    }
+    let aws = aws.load().await;
+    let store = Arc::new(LeaseStore::new(aws_sdk_dynamodb::Client::new(&aws), config.lease_table()));
+
+    let witnesses = Witnesses::from_config(&config.np_resolution, &node);
+    let (witness_tx, witness_rx) = watch::channel(WitnessState::default());
+    let publisher = StatePublisher::new(config.groups.len(), heartbeats.clone());
+    let cx = Arc::new(NodeContext::new(
+        config.clone(),
+        node.clone(),
+        heartbeats.incarnation(),
+        store,
+        timing,
+        heartbeats.watch(),
+        witness_rx,
+        !witnesses.is_empty(),
+        events.clone(),
+        publisher,
+        opts.state_dir.clone(),
+        opts.shutdown_command.clone(),
+    ));
+    events.record(
+        "",
+        "daemon",
+        "",
+        format!(
+            "tandemd started as node {node} of cluster {} (incarnation {:016x})",
+            config.cluster.name, cx.incarnation
+        ),
+    );
+    tokio::spawn(watch_peers(cx.clone()));
+    if !witnesses.is_empty() {
+        tokio::spawn(witness_loop(witnesses, cx.heartbeat.clone(), witness_tx, cx.events.clone()));
+    }
+
+    let mut groups = Vec::new();
+    for (index, g) in config.groups.iter().enumerate() {
+        if g.priority_of(&node).is_none() {
+            continue;
+        }
+        let handle = Runner::spawn(cx.clone(), index)
+            .map_err(|e| DaemonError::Resource { group: g.name.clone(), detail: e.to_string() })?;
+        groups.push(handle);
+    }
+
+    let (stop, _) = watch::channel(false);
+    let daemon = Arc::new(Daemon { cx, groups, heartbeats, socket: opts.socket.clone(), stop });
+    api::serve(daemon.clone(), &opts.socket).await?;
+    if let Some(addr) = opts.metrics {
+        metrics::serve(daemon.clone(), addr).await?;
+    }
+    Ok(daemon)
+}
+
+/// Runs until SIGTERM/SIGINT or `tandemctl cluster stop`, then leaves cleanly.
+pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    let daemon = start(&opts).await?;
+    let mut stop = daemon.stop.subscribe();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| DaemonError::Heartbeat(format!("cannot install the SIGTERM handler: {e}")))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    daemon.leave().await;
+    daemon.cx.events.record("", "daemon", "", "tandemd stopped");
+    let _ = std::fs::remove_file(&daemon.socket);
+    Ok(())
+}
+
+/// Records peer liveness transitions in the event log.
+async fn watch_peers(cx: Arc<NodeContext>) {
+    let mut rx = cx.heartbeat.clone();
+    let mut last: Vec<(String, Liveness)> = Vec::new();
+    loop {
+        {
+            let snap = rx.borrow_and_update().clone();
+            for p in &snap.peers {
+                let before = last.iter().find(|(n, _)| *n == p.node).map(|(_, l)| *l);
+                let before_name = before.map_or("unknown", liveness_name);
+                if before != Some(p.liveness) && !(before.is_none() && p.liveness == Liveness::Down) {
+                    let code = if p.liveness == Liveness::Down { "TDM-NODE-012" } else { "" };
+                    cx.events.record(
+                        "",
+                        "peer",
+                        code,
+                        format!("peer {} {} -> {}", p.node, before_name, liveness_name(p.liveness)),
+                    );
+                }
+            }
+            last = snap.peers.iter().map(|p| (p.node.clone(), p.liveness)).collect();
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+pub fn liveness_name(l: Liveness) -> &'static str {
+    match l {
+        Liveness::Up => "up",
+        Liveness::Suspect => "suspect",
+        Liveness::Down => "down",
+    }
+}
+
+/// While any peer is down, asks the witnesses (at once on a new loss, then every second) and publishes the
+/// verdict with the instant the check started.
+async fn witness_loop(
+    witnesses: Witnesses,
+    mut hb: watch::Receiver<Snapshot>,
+    tx: watch::Sender<WitnessState>,
+    events: Arc<EventLog>,
+) {
+    let mut down_before = 0usize;
+    let mut last_check: Option<Instant> = None;
+    let mut last_kind = "";
+    loop {
+        let down = hb.borrow_and_update().peers.iter().filter(|p| p.liveness == Liveness::Down).count();
+        let due = down > 0 && (down > down_before || last_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)));
+        down_before = down;
+        if due {
+            let started = Instant::now();
+            let verdict = witnesses.check().await;
+            last_check = Some(started);
+            let kind = match &verdict {
+                crate::membership::witness::Verdict::NoWitness => "none",
+                crate::membership::witness::Verdict::Reachable { .. } => "reachable",
+                crate::membership::witness::Verdict::Isolated { .. } => "isolated",
+            };
+            if kind != last_kind {
+                let code = if kind == "isolated" { "TDM-NODE-013" } else { "" };
+                events.record("", "witness", code, format!("network partition check: {verdict:?}"));
+                last_kind = kind;
+            }
+            tx.send_replace(WitnessState { verdict: Some(verdict), checked_at: Some(started) });
+        } else if down == 0 {
+            last_check = None;
+        }
+        tokio::select! {
+            r = hb.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}

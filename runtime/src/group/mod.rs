@@ -1,0 +1,138 @@
+//! Failover groups on one node: the role state machine, lease-guarded start/stop/move/failover, recovery on
+//! resource failure, and what the node tells its peers about its groups (heartbeat state, [`wire`]).
+//!
+//! ```text
+//!            acquire lease                    all resources started
+//!  standby ───────────────► starting ─────────────────────────────► active
+//!     ▲                        │ a resource failed after retries      │ lease/vouch ending, move, stop,
+//!     │                        ▼                                      │ isolation, NotHolder
+//!     │                     failed (until `group start`)              ▼
+//!     └─────────────────────────────────────────────────────────── stopping
+//! ```
+//! docs/operations.md describes every state; docs/architecture.md why the transitions are safe.
+
+pub mod runner;
+pub mod wire;
+
+use std::fmt;
+
+/// This node's role for one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Not taking part (the node is leaving, or the daemon is not ready yet).
+    Offline,
+    /// Eligible: runs nothing, may take the group over under the lease rules.
+    Standby,
+    /// Holds the lease, starting the resources.
+    Starting,
+    /// Holds the lease (or a vouch), every resource started.
+    Active,
+    /// Stopping the resources (then releasing the lease).
+    Stopping,
+    /// A resource failed here; this node does not take the group until an operator runs `group start`.
+    Failed,
+}
+
+impl Role {
+    pub fn code(self) -> u8 {
+        match self {
+            Role::Offline => 0,
+            Role::Standby => 1,
+            Role::Starting => 2,
+            Role::Active => 3,
+            Role::Stopping => 4,
+            Role::Failed => 5,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Role> {
+        Some(match code {
+            0 => Role::Offline,
+            1 => Role::Standby,
+            2 => Role::Starting,
+            3 => Role::Active,
+            4 => Role::Stopping,
+            5 => Role::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Offline => "offline",
+            Role::Standby => "standby",
+            Role::Starting => "starting",
+            Role::Active => "active",
+            Role::Stopping => "stopping",
+            Role::Failed => "failed",
+        }
+    }
+
+    /// Runs (some of) the group's resources: starting, active or stopping.
+    pub fn is_running(self) -> bool {
+        matches!(self, Role::Starting | Role::Active | Role::Stopping)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Errors of the group runner; `code()` is stable (docs/troubleshooting.md).
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("group {group}: resource {resource} failed to start after {attempts} attempt(s): {detail}")]
+    ActivationFailed { group: String, resource: String, attempts: u32, detail: String },
+    #[error("group {group}: resource {resource} failed to stop after {attempts} attempt(s): {detail}")]
+    DeactivationFailed { group: String, resource: String, attempts: u32, detail: String },
+    #[error("group {group}: the lease (and every vouch) ran out before the resources stopped; watchdog action taken")]
+    StopMissedDeadline { group: String },
+    #[error("group {group}: lease no longer held ({cause}); stopping the group")]
+    LeaseLost { group: String, cause: String },
+    #[error("group {group}: this node is isolated (no witness answers); {action}")]
+    Isolated { group: String, action: String },
+    #[error("group {group}: unknown group; known: {known}")]
+    UnknownGroup { group: String, known: String },
+    #[error("group {group}: node {node} is not a server of this group (servers: {servers})")]
+    NotAServer { group: String, node: String, servers: String },
+    #[error("group {group}: no live server to move to")]
+    NoTarget { group: String },
+    #[error("group {group}: lease store: {detail}")]
+    Store { group: String, detail: String },
+    #[error("group {group}: {what} did not complete within {seconds} s")]
+    Timeout { group: String, what: String, seconds: u64 },
+}
+
+impl GroupError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            GroupError::ActivationFailed { .. } => "TDM-GRP-001",
+            GroupError::DeactivationFailed { .. } => "TDM-GRP-002",
+            GroupError::StopMissedDeadline { .. } => "TDM-GRP-003",
+            GroupError::LeaseLost { .. } => "TDM-GRP-004",
+            GroupError::Isolated { .. } => "TDM-GRP-005",
+            GroupError::UnknownGroup { .. } => "TDM-GRP-006",
+            GroupError::NotAServer { .. } => "TDM-GRP-007",
+            GroupError::NoTarget { .. } => "TDM-GRP-008",
+            GroupError::Store { .. } => "TDM-GRP-009",
+            GroupError::Timeout { .. } => "TDM-GRP-010",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_codes_round_trip() {
+        for code in 0..=5 {
+            let role = Role::from_code(code).expect("known code");
+            assert_eq!(role.code(), code);
+        }
+        assert_eq!(Role::from_code(6), None);
+        assert!(Role::Stopping.is_running() && !Role::Standby.is_running() && !Role::Failed.is_running());
+    }
+}

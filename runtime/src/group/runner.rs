@@ -1,0 +1,970 @@
+//! One failover group on one node: a task that owns the group's [`Role`] here, takes and keeps the group's lease,
+//! starts and stops its resources, and publishes what it does (heartbeat state, status view, event log).
+//!
+//! The rules (docs/architecture.md explains why they are safe):
+//! - run the group only while `now + stop_lead < deadline`, where the deadline is the later of the lease's
+//!   validity and the vouch deadline (every other server vouches, echoing a packet of ours sent at `a`:
+//!   `a + holder_validity(W)`, W = heartbeat timeout); when that no longer holds, stop (self-fence) — and if the
+//!   stop has not finished at the deadline itself, the watchdog shuts the node down;
+//! - a standby vouches ("I do not contend") except when the lease's holder is down in its view; it contends for
+//!   a held lease only after it has stopped vouching for `contender_wait(W)` and, when witnesses are configured,
+//!   a witness answered after the holder was lost; the store then enforces the lease's own version wait;
+//! - a free lease (released, or never taken) goes to the move target, else to the highest-priority live
+//!   standby; the others take it only after it stayed free for `contender_wait(ttl)`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::wire::{GroupWire, NodeWire};
+use super::{GroupError, Role};
+use crate::config::{FinalAction, Group, IsolationAction, Resource};
+use crate::daemon::context::NodeContext;
+use crate::membership::heartbeat::Snapshot;
+use crate::membership::heartbeat::peer::Liveness;
+use crate::membership::lease::{Acquire, Holder, LeaseError, LeaseKeeper, LeaseRecord, LeaseState};
+use crate::membership::lease::{contender_wait, holder_validity};
+use crate::membership::witness::Verdict;
+use crate::resources::{self, ErrorClass, GroupResource, Invocation, Probe, ResourceContext};
+
+/// One resource as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceView {
+    pub name: String,
+    pub kind: &'static str,
+    /// stopped | starting | running | stopping | failed
+    pub state: &'static str,
+    pub last_error: String,
+}
+
+/// The group as this node sees it (for status and metrics).
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub name: String,
+    pub servers: Vec<String>,
+    pub role: Role,
+    pub active_on: Option<String>,
+    pub token: u64,
+    pub valid_until: Option<Instant>,
+    pub record: Option<LeaseRecord>,
+    pub resources: Vec<ResourceView>,
+    /// Takeovers by this node after the previous holder was lost.
+    pub failovers: u64,
+    pub last_takeover: Option<Duration>,
+    pub last_error: String,
+}
+
+/// Requests to a runner.
+#[derive(Debug)]
+pub enum Command {
+    /// Clears this node's `failed` mark (operator `group start`).
+    ClearFailed,
+    /// The node is leaving: hand the group to `target` (or stop it), then stay offline.
+    Leave { target: Option<String>, done: oneshot::Sender<()> },
+}
+
+/// The daemon's handle on a runner.
+pub struct GroupHandle {
+    pub name: String,
+    pub index: usize,
+    view: Arc<Mutex<GroupView>>,
+    tx: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+}
+
+impl GroupHandle {
+    pub fn view(&self) -> GroupView {
+        match self.view.lock() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub async fn send(&self, command: Command) -> bool {
+        self.tx.send(command).await.is_ok()
+    }
+}
+
+impl Drop for GroupHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Slot {
+    config: Resource,
+    imp: Box<dyn GroupResource>,
+    state: &'static str,
+    last_error: String,
+}
+
+/// Why the group is being stopped here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StopReason {
+    /// The lease (and vouches) are running out, or another node holds the lease now.
+    Fence(String),
+    /// The operator stopped the group.
+    Admin,
+    /// Handing over to another node.
+    Move(String),
+    /// This node is isolated.
+    Isolated,
+    /// Activation failed; failing over.
+    Failed,
+    /// The node is leaving.
+    Leave,
+}
+
+pub struct Runner {
+    cx: Arc<NodeContext>,
+    index: usize,
+    group: Group,
+    slots: Vec<Slot>,
+    role: Role,
+    vouch: bool,
+    vouch_cleared_at: Option<Instant>,
+    keeper: Option<LeaseKeeper>,
+    token: u64,
+    record: Option<LeaseRecord>,
+    next_read: Instant,
+    free_seen: Option<(u64, Instant)>,
+    holder_down_since: Option<Instant>,
+    peer_down_since: Option<Instant>,
+    failed_here: bool,
+    isolation_reported: bool,
+    failback_since: Option<(String, Instant)>,
+    ready_at: Instant,
+    failovers: u64,
+    last_takeover: Option<Duration>,
+    last_error: String,
+    view: Arc<Mutex<GroupView>>,
+}
+
+impl Runner {
+    /// Builds the group's resources and starts its task. Errors name the resource that cannot be built.
+    pub fn spawn(cx: Arc<NodeContext>, index: usize) -> Result<GroupHandle, resources::ResourceError> {
+        let group = cx.config.groups[index].clone();
+        let rcx = ResourceContext {
+            cluster: cx.config.cluster.name.clone(),
+            group: group.name.clone(),
+            node: cx.node.clone(),
+            state_dir: cx.state_dir.clone(),
+        };
+        let mut slots = Vec::new();
+        for r in group.start_order() {
+            let imp = resources::build(r, &rcx)?;
+            slots.push(Slot { config: r.clone(), imp, state: "stopped", last_error: String::new() });
+        }
+        let view = Arc::new(Mutex::new(GroupView {
+            name: group.name.clone(),
+            servers: group.servers.clone(),
+            role: Role::Offline,
+            active_on: None,
+            token: 0,
+            valid_until: None,
+            record: None,
+            resources: Vec::new(),
+            failovers: 0,
+            last_takeover: None,
+            last_error: String::new(),
+        }));
+        let now = Instant::now();
+        let runner = Runner {
+            ready_at: cx.started + cx.config.heartbeat.timeout,
+            cx,
+            index,
+            group,
+            slots,
+            role: Role::Offline,
+            vouch: true,
+            vouch_cleared_at: None,
+            keeper: None,
+            token: 0,
+            record: None,
+            next_read: now,
+            free_seen: None,
+            holder_down_since: None,
+            peer_down_since: None,
+            failed_here: false,
+            isolation_reported: false,
+            failback_since: None,
+            failovers: 0,
+            last_takeover: None,
+            last_error: String::new(),
+            view: view.clone(),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let name = runner.group.name.clone();
+        let task = tokio::spawn(runner.run(rx));
+        Ok(GroupHandle { name, index, view, tx, task })
+    }
+
+    fn me(&self) -> Holder {
+        Holder { node: self.cx.node.clone(), incarnation: self.cx.incarnation }
+    }
+
+    fn w(&self) -> Duration {
+        self.cx.config.heartbeat.timeout
+    }
+
+    /// How long before its deadline the group starts stopping: a third of the shorter of ttl and W.
+    fn stop_lead(&self) -> Duration {
+        self.cx.timing.ttl.min(self.w()) / 3
+    }
+
+    fn tick(&self) -> Duration {
+        (self.cx.config.heartbeat.interval.min(self.cx.timing.renew_interval) / 2)
+            .clamp(Duration::from_millis(10), Duration::from_millis(250))
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.clean_up_at_start().await;
+        self.publish();
+        let mut hb = self.cx.heartbeat.clone();
+        let mut ticker = tokio::time::interval(self.tick());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => self.command(c).await,
+                    None => {
+                        self.leave(None).await;
+                        return;
+                    }
+                },
+                _ = ticker.tick() => {}
+                r = hb.changed() => if r.is_err() { return },
+            }
+            self.step().await;
+            self.publish();
+        }
+    }
+
+    async fn command(&mut self, c: Command) {
+        match c {
+            Command::ClearFailed => {
+                if self.failed_here {
+                    self.failed_here = false;
+                    self.cx.events.record(&self.group.name, "admin", "", "failed mark cleared by the operator");
+                    if self.role == Role::Failed {
+                        self.set_role(Role::Standby, "operator cleared the failure");
+                    }
+                }
+            }
+            Command::Leave { target, done } => {
+                self.leave(target).await;
+                let _ = done.send(());
+            }
+        }
+    }
+
+    async fn leave(&mut self, target: Option<String>) {
+        if self.role.is_running() {
+            if let Some(t) = &target {
+                match tokio::time::timeout(
+                    self.cx.timing.renew_interval,
+                    self.cx.store.request_move(&self.group.name, Some(t)),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => self.cx.events.record(&self.group.name, "admin", e.code(), format!("{e}")),
+                    Err(_) => {}
+                }
+            }
+            self.stop_group(StopReason::Leave, true).await;
+        }
+        self.set_vouch(true);
+        self.set_role(Role::Offline, "node leaving");
+    }
+
+    /// A resource found running when the daemon starts is stopped: this node does not hold the lease yet.
+    async fn clean_up_at_start(&mut self) {
+        let inv = Invocation { lease_token: None };
+        for i in (0..self.slots.len()).rev() {
+            match self.slots[i].imp.probe(&inv).await {
+                Ok(Probe::Stopped) => {}
+                Ok(Probe::Running) | Err(_) => {
+                    let name = self.slots[i].config.name.clone();
+                    self.cx.events.record(
+                        &self.group.name,
+                        "resource",
+                        "",
+                        format!("resource {name} found running (or failed) at daemon start; stopping it"),
+                    );
+                    if let Err(e) = self.slots[i].imp.stop(&inv).await {
+                        self.slots[i].state = "failed";
+                        self.slots[i].last_error = e.to_string();
+                        self.cx.events.record(&self.group.name, "resource", e.code(), format!("{e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn step(&mut self) {
+        let now = Instant::now();
+        let snap = self.cx.heartbeat.borrow().clone();
+        self.track_peers(&snap, now);
+        match self.role {
+            Role::Offline => {
+                if !self.cx.leaving() && now >= self.ready_at {
+                    self.set_role(Role::Standby, "daemon ready");
+                }
+            }
+            Role::Failed => self.set_vouch(true),
+            Role::Standby => self.standby_step(&snap, now).await,
+            Role::Active => self.active_step(&snap, now).await,
+            // Starting and stopping run inside start_group / stop_group.
+            Role::Starting | Role::Stopping => {}
+        }
+    }
+
+    fn track_peers(&mut self, snap: &Snapshot, now: Instant) {
+        let any_down = self.others().any(|s| self.liveness(snap, s) == Liveness::Down);
+        if any_down {
+            self.peer_down_since.get_or_insert(now);
+        } else {
+            self.peer_down_since = None;
+            self.isolation_reported = false;
+        }
+    }
+
+    fn others(&self) -> impl Iterator<Item = &str> + '_ {
+        self.group.servers.iter().map(String::as_str).filter(move |s| *s != self.cx.node)
+    }
+
+    fn liveness(&self, snap: &Snapshot, node: &str) -> Liveness {
+        snap.liveness(node).unwrap_or(Liveness::Down)
+    }
+
+    fn peer_wire(&self, snap: &Snapshot, node: &str) -> Option<GroupWire> {
+        let peer = snap.peer(node)?;
+        NodeWire::decode(&peer.state)?.group(self.index)
+    }
+
+    fn peer_leaving(&self, snap: &Snapshot, node: &str) -> bool {
+        snap.peer(node).and_then(|p| NodeWire::decode(&p.state)).is_some_and(|w| w.leaving())
+    }
+
+    /// A live peer that can take the group: up, standby for it, not leaving.
+    fn eligible(&self, snap: &Snapshot, node: &str) -> bool {
+        self.liveness(snap, node) == Liveness::Up
+            && self.peer_wire(snap, node).is_some_and(|g| g.role == Role::Standby)
+            && !self.peer_leaving(snap, node)
+    }
+
+    /// The end of the extension every other server's vouch gives us (None unless all of them vouch).
+    fn vouch_deadline(&self, snap: &Snapshot) -> Option<Instant> {
+        let mut deadline: Option<Instant> = None;
+        let mut any = false;
+        for s in self.others() {
+            any = true;
+            let peer = snap.peer(s)?;
+            let g = NodeWire::decode(&peer.state)?.group(self.index)?;
+            if !g.vouch || peer.liveness == Liveness::Down {
+                return None;
+            }
+            let until = peer.echo_sent? + holder_validity(self.w());
+            deadline = Some(deadline.map_or(until, |d: Instant| d.min(until)));
+        }
+        if any { deadline } else { None }
+    }
+
+    /// Is there a witness verdict, taken after we lost a peer, that says we are not isolated?
+    fn witness_says(&self, since: Option<Instant>) -> WitnessView {
+        if !self.cx.witness_configured {
+            return WitnessView::NoWitness;
+        }
+        let w = self.cx.witness.borrow().clone();
+        let fresh = match (w.checked_at, since) {
+            (Some(at), Some(since)) => at >= since,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        match (fresh, w.verdict) {
+            (true, Some(Verdict::Reachable { .. })) | (true, Some(Verdict::NoWitness)) => WitnessView::Reachable,
+            (true, Some(Verdict::Isolated { .. })) => WitnessView::Isolated,
+            _ => WitnessView::Pending,
+        }
+    }
+
+    fn set_vouch(&mut self, vouch: bool) {
+        if self.vouch == vouch {
+            return;
+        }
+        self.vouch = vouch;
+        self.publish_wire();
+        if !vouch {
+            // After publish_wire returned, no heartbeat carries our vouch any more.
+            self.vouch_cleared_at = Some(Instant::now());
+        }
+    }
+
+    fn publish_wire(&self) {
+        self.cx.publisher.set(self.index, GroupWire { role: self.role, vouch: self.vouch });
+    }
+
+    fn set_role(&mut self, role: Role, why: &str) {
+        if self.role == role {
+            return;
+        }
+        self.cx.events.record(&self.group.name, "role", "", format!("{} -> {}: {why}", self.role, role));
+        self.role = role;
+        self.publish_wire();
+        self.publish();
+    }
+
+    async fn read_record(&mut self, now: Instant) {
+        if now < self.next_read {
+            return;
+        }
+        self.next_read = now + self.cx.timing.renew_interval;
+        match tokio::time::timeout(self.cx.timing.renew_interval, self.cx.store.read(&self.group.name)).await {
+            Ok(Ok(r)) => self.record = r,
+            Ok(Err(e)) => self.note_error(e.code(), &e.to_string()),
+            Err(_) => self.note_error("TDM-LEASE-005", "lease store read timed out"),
+        }
+    }
+
+    fn note_error(&mut self, code: &str, message: &str) {
+        let text = format!("[{code}] {message}");
+        if self.last_error != text {
+            self.cx.events.record(&self.group.name, "lease", code, message.to_string());
+            self.last_error = text;
+        }
+    }
+
+    async fn standby_step(&mut self, snap: &Snapshot, now: Instant) {
+        if self.failed_here {
+            self.set_vouch(true);
+            self.set_role(Role::Failed, "a resource failed on this node");
+            return;
+        }
+        if self.cx.leaving() {
+            self.set_vouch(true);
+            self.set_role(Role::Offline, "node leaving");
+            return;
+        }
+        self.read_record(now).await;
+        let record = self.record.clone();
+        let stopped = record.as_ref().is_some_and(|r| r.stopped);
+        match record.as_ref().and_then(|r| r.holder.clone()) {
+            Some(h) if h.node != self.cx.node && self.liveness(snap, &h.node) != Liveness::Down => {
+                // The holder is alive: we do not contend, and we say so.
+                self.holder_down_since = None;
+                self.free_seen = None;
+                self.set_vouch(true);
+            }
+            Some(h) => {
+                // The holder is down in our view (or is an earlier incarnation of ourselves).
+                self.free_seen = None;
+                let since = *self.holder_down_since.get_or_insert(now);
+                if stopped {
+                    self.set_vouch(true);
+                    return;
+                }
+                self.set_vouch(false);
+                let quiet =
+                    self.vouch_cleared_at.is_none_or(|t| now.saturating_duration_since(t) >= contender_wait(self.w()));
+                if !quiet {
+                    return;
+                }
+                match self.witness_says(Some(since)) {
+                    WitnessView::Isolated => {
+                        if !self.isolation_reported {
+                            self.isolation_reported = true;
+                            let e = GroupError::Isolated {
+                                group: self.group.name.clone(),
+                                action: format!("not taking over from {}", h.node),
+                            };
+                            self.cx.events.record(&self.group.name, "witness", e.code(), e.to_string());
+                        }
+                        return;
+                    }
+                    WitnessView::Pending => return,
+                    WitnessView::Reachable | WitnessView::NoWitness => {}
+                }
+                // A higher-priority live standby goes first; we follow only if it has not for a whole ttl wait.
+                let my_prio = self.group.priority_of(&self.cx.node).unwrap_or(usize::MAX);
+                let better_alive = self
+                    .group
+                    .servers
+                    .iter()
+                    .take(my_prio)
+                    .any(|s| s != &h.node && s != &self.cx.node && self.eligible(snap, s));
+                if better_alive && now.saturating_duration_since(since) < 2 * contender_wait(self.cx.timing.ttl) {
+                    return;
+                }
+                let ttl = self.cx.timing.ttl;
+                let me = self.me();
+                match tokio::time::timeout(
+                    self.cx.timing.renew_interval,
+                    self.cx.store.acquire(&self.group.name, &me, ttl),
+                )
+                .await
+                {
+                    Ok(Ok(Acquire::Acquired(lease))) => {
+                        self.cx.events.record(
+                            &self.group.name,
+                            "lease",
+                            "",
+                            format!("took over the lease from {} (token {})", h.node, lease.token),
+                        );
+                        self.start_group(lease, Some(since)).await;
+                    }
+                    Ok(Ok(Acquire::Busy { .. })) => {}
+                    Ok(Err(LeaseError::LostRace { .. })) => {}
+                    Ok(Err(e)) => self.note_error(e.code(), &e.to_string()),
+                    Err(_) => self.note_error("TDM-LEASE-005", "lease acquisition timed out"),
+                }
+            }
+            None => {
+                // Free (released, or never taken).
+                self.holder_down_since = None;
+                if stopped {
+                    self.free_seen = None;
+                    self.set_vouch(true);
+                    return;
+                }
+                let version = record.as_ref().map_or(0, |r| r.version);
+                let since = match self.free_seen {
+                    Some((v, t)) if v == version => t,
+                    _ => {
+                        self.free_seen = Some((version, now));
+                        now
+                    }
+                };
+                let waited_out = now.saturating_duration_since(since) >= contender_wait(self.cx.timing.ttl);
+                if !(self.my_turn_for_free(record.as_ref(), snap, now) || waited_out) {
+                    return;
+                }
+                let ttl = self.cx.timing.ttl;
+                let me = self.me();
+                match tokio::time::timeout(
+                    self.cx.timing.renew_interval,
+                    self.cx.store.acquire_if_free(&self.group.name, &me, ttl),
+                )
+                .await
+                {
+                    Ok(Ok(Acquire::Acquired(lease))) => {
+                        self.cx.events.record(
+                            &self.group.name,
+                            "lease",
+                            "",
+                            format!("acquired the free lease (token {})", lease.token),
+                        );
+                        self.start_group(lease, None).await;
+                    }
+                    Ok(Ok(Acquire::Busy { .. })) | Ok(Err(LeaseError::LostRace { .. })) => {
+                        self.next_read = now;
+                    }
+                    Ok(Err(e)) => self.note_error(e.code(), &e.to_string()),
+                    Err(_) => self.note_error("TDM-LEASE-005", "lease acquisition timed out"),
+                }
+            }
+        }
+    }
+
+    /// A free lease is ours to take now: we are the move target, or (no live target) the highest-priority live
+    /// standby, once the start-up wait (peers appear) is over.
+    fn my_turn_for_free(&self, record: Option<&LeaseRecord>, snap: &Snapshot, now: Instant) -> bool {
+        if let Some(t) = record.and_then(|r| r.target.as_deref()) {
+            if t == self.cx.node {
+                return true;
+            }
+            if self.eligible(snap, t) {
+                return false;
+            }
+        }
+        if now < self.ready_at {
+            return false;
+        }
+        let my_prio = self.group.priority_of(&self.cx.node).unwrap_or(usize::MAX);
+        !self.group.servers.iter().take(my_prio).any(|s| s != &self.cx.node && self.eligible(snap, s))
+    }
+
+    /// The deadline by which the group must be stopped here, and why it may run until then.
+    fn deadline(&self, snap: &Snapshot) -> (Option<Instant>, Option<&'static str>) {
+        let lease = match self.keeper.as_ref().map(LeaseKeeper::state) {
+            Some(LeaseState::Held { valid_until, .. }) => Some(valid_until),
+            Some(LeaseState::Lost { code, .. }) if code != "deadline" => return (None, Some(code)),
+            _ => None,
+        };
+        let vouch = self.vouch_deadline(snap);
+        (lease.max(vouch), None)
+    }
+
+    async fn active_step(&mut self, snap: &Snapshot, now: Instant) {
+        if let Some(LeaseState::Held { record: Some(r), .. }) = self.keeper.as_ref().map(LeaseKeeper::state) {
+            self.record = Some(r);
+        }
+        let (deadline, lost) = self.deadline(snap);
+        if let Some(code) = lost {
+            let e = GroupError::LeaseLost { group: self.group.name.clone(), cause: format!("renewal refused: {code}") };
+            self.cx.events.record(&self.group.name, "fence", e.code(), e.to_string());
+            self.stop_group(StopReason::Fence(code.to_string()), false).await;
+            return;
+        }
+        if deadline.is_none_or(|d| now + self.stop_lead() >= d) {
+            let e = GroupError::LeaseLost {
+                group: self.group.name.clone(),
+                cause: "the lease was not renewed in time and not every peer vouches".into(),
+            };
+            self.cx.events.record(&self.group.name, "fence", e.code(), e.to_string());
+            self.stop_group(StopReason::Fence("deadline".into()), true).await;
+            return;
+        }
+        let record = self.record.clone();
+        if record.as_ref().is_some_and(|r| r.stopped) {
+            self.stop_group(StopReason::Admin, true).await;
+            return;
+        }
+        if let Some(t) = record.as_ref().and_then(|r| r.target.clone())
+            && t != self.cx.node
+        {
+            self.stop_group(StopReason::Move(t), true).await;
+            return;
+        }
+        if self.witness_says(self.peer_down_since) == WitnessView::Isolated && self.peer_down_since.is_some() {
+            let action = self.cx.config.np_resolution.on_isolated;
+            let e = GroupError::Isolated { group: self.group.name.clone(), action: format!("action {action:?}") };
+            match action {
+                IsolationAction::Warn => {
+                    if !self.isolation_reported {
+                        self.isolation_reported = true;
+                        self.cx.events.record(&self.group.name, "witness", e.code(), e.to_string());
+                    }
+                }
+                IsolationAction::StopGroups => {
+                    self.cx.events.record(&self.group.name, "witness", e.code(), e.to_string());
+                    self.stop_group(StopReason::Isolated, true).await;
+                }
+                IsolationAction::Shutdown => {
+                    self.cx.events.record(&self.group.name, "witness", e.code(), e.to_string());
+                    self.stop_group(StopReason::Isolated, true).await;
+                    self.cx.shutdown_node("isolated from every witness").await;
+                }
+            }
+            return;
+        }
+        self.failback_check(snap, now).await;
+    }
+
+    /// failback = "auto": a higher-priority server that has been an eligible standby for two heartbeat timeouts
+    /// gets the group back (by a move request, so the usual stop-before-start order holds).
+    async fn failback_check(&mut self, snap: &Snapshot, now: Instant) {
+        if self.group.failback != crate::config::Failback::Auto {
+            return;
+        }
+        let my_prio = self.group.priority_of(&self.cx.node).unwrap_or(usize::MAX);
+        let best = self.group.servers.iter().take(my_prio).find(|s| self.eligible(snap, s)).cloned();
+        let Some(best) = best else {
+            self.failback_since = None;
+            return;
+        };
+        let since = match &self.failback_since {
+            Some((n, t)) if *n == best => *t,
+            _ => {
+                self.failback_since = Some((best.clone(), now));
+                now
+            }
+        };
+        if now.saturating_duration_since(since) < 2 * self.w() {
+            return;
+        }
+        self.failback_since = None;
+        self.cx.events.record(&self.group.name, "admin", "", format!("failback to {best} (failback = auto)"));
+        if let Err(e) = self.cx.store.request_move(&self.group.name, Some(&best)).await {
+            self.note_error(e.code(), &e.to_string());
+        }
+    }
+
+    /// Starts every resource in order under `lease`; on failure stops what started and marks this node failed.
+    async fn start_group(&mut self, lease: crate::membership::lease::Lease, lost_peer_at: Option<Instant>) {
+        self.token = lease.token;
+        self.keeper = Some(LeaseKeeper::start(
+            self.cx.store.clone(),
+            self.group.name.clone(),
+            self.cx.node.clone(),
+            lease,
+            self.cx.timing,
+        ));
+        self.free_seen = None;
+        self.set_role(Role::Starting, &format!("lease token {}", lease.token));
+        let inv = Invocation { lease_token: Some(self.token) };
+        for i in 0..self.slots.len() {
+            let attempts = 1 + self.slots[i].config.activation_retries;
+            let mut last = None;
+            self.slots[i].state = "starting";
+            self.publish();
+            for attempt in 1..=attempts {
+                let res = self.guarded(|s: &Self| s.slots[i].imp.start(&inv)).await;
+                match res {
+                    Guarded::Done(Ok(())) => {
+                        last = None;
+                        break;
+                    }
+                    Guarded::Done(Err(e)) => {
+                        let fatal = e.class() == ErrorClass::Fatal;
+                        self.cx.events.record(
+                            &self.group.name,
+                            "resource",
+                            e.code(),
+                            format!(
+                                "start of {} failed (attempt {attempt}/{attempts}): {e}",
+                                self.slots[i].config.name
+                            ),
+                        );
+                        last = Some(e.to_string());
+                        if fatal {
+                            break;
+                        }
+                    }
+                    Guarded::Fenced => {
+                        self.slots[i].state = "failed";
+                        self.stop_group(StopReason::Fence("deadline during start".into()), true).await;
+                        return;
+                    }
+                }
+            }
+            if let Some(detail) = last {
+                let e = GroupError::ActivationFailed {
+                    group: self.group.name.clone(),
+                    resource: self.slots[i].config.name.clone(),
+                    attempts,
+                    detail: detail.clone(),
+                };
+                self.slots[i].state = "failed";
+                self.slots[i].last_error = detail;
+                self.last_error = e.to_string();
+                self.cx.events.record(&self.group.name, "recovery", e.code(), format!("{e}; failing over"));
+                let final_action = self.slots[i].config.activation_final_action;
+                self.stop_group(StopReason::Failed, true).await;
+                self.failed_here = true;
+                self.set_vouch(true);
+                self.set_role(Role::Failed, "activation failed");
+                self.final_action(final_action, "activation failed").await;
+                return;
+            }
+            self.slots[i].state = "running";
+            self.slots[i].last_error.clear();
+        }
+        if let Some(t) = lost_peer_at {
+            let took = Instant::now().saturating_duration_since(t);
+            self.failovers += 1;
+            self.last_takeover = Some(took);
+            self.cx.events.record(
+                &self.group.name,
+                "role",
+                "",
+                format!("failover complete: running {} ms after the holder was lost", took.as_millis()),
+            );
+        }
+        self.set_role(Role::Active, "every resource started");
+    }
+
+    /// Runs a resource call while the group may still run here; gives up (dropping the call, which kills its
+    /// process group) when the deadline comes within the stop lead.
+    async fn guarded<'a, F, Fut, T>(&'a self, call: F) -> Guarded<T>
+    where
+        F: FnOnce(&'a Self) -> Fut,
+        Fut: std::future::Future<Output = T> + 'a,
+    {
+        let fut = call(self);
+        tokio::pin!(fut);
+        let mut ticker = tokio::time::interval(self.tick());
+        loop {
+            tokio::select! {
+                r = &mut fut => return Guarded::Done(r),
+                _ = ticker.tick() => {
+                    let snap = self.cx.heartbeat.borrow().clone();
+                    let (deadline, lost) = self.deadline(&snap);
+                    if lost.is_some() || deadline.is_none_or(|d| Instant::now() + self.stop_lead() >= d) {
+                        return Guarded::Fenced;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every resource in reverse order, then (if `release`) frees the lease. When the stop is a fence, a
+    /// watchdog fires at the deadline: if the resources are not stopped by then, the node is shut down.
+    async fn stop_group(&mut self, reason: StopReason, release: bool) {
+        let why = match &reason {
+            StopReason::Fence(c) => format!("self-fencing ({c})"),
+            StopReason::Admin => "stopped by the operator".into(),
+            StopReason::Move(t) => format!("moving to {t}"),
+            StopReason::Isolated => "isolated".into(),
+            StopReason::Failed => "activation failed".into(),
+            StopReason::Leave => "node leaving".into(),
+        };
+        self.set_role(Role::Stopping, &why);
+        let snap = self.cx.heartbeat.borrow().clone();
+        let watchdog = match reason {
+            StopReason::Fence(_) | StopReason::Isolated => self.deadline(&snap).0,
+            _ => None,
+        };
+        let ok = match watchdog {
+            Some(d) => match tokio::time::timeout_at(tokio::time::Instant::from_std(d), self.stop_resources()).await {
+                Ok(ok) => ok,
+                Err(_) => {
+                    let e = GroupError::StopMissedDeadline { group: self.group.name.clone() };
+                    self.cx.events.record(&self.group.name, "fence", e.code(), e.to_string());
+                    self.cx.shutdown_node("the group did not stop before its lease ran out").await;
+                    false
+                }
+            },
+            None => self.stop_resources().await,
+        };
+        if let Some(k) = self.keeper.take() {
+            k.stop();
+        }
+        if release && ok {
+            let store = self.cx.store.clone();
+            match tokio::time::timeout(
+                self.cx.timing.renew_interval,
+                store.release(&self.group.name, &self.cx.node, self.token),
+            )
+            .await
+            {
+                Ok(Ok(())) => {
+                    self.cx.events.record(&self.group.name, "lease", "", format!("released (token {})", self.token))
+                }
+                Ok(Err(e)) => self.note_error(e.code(), &e.to_string()),
+                Err(_) => self.note_error("TDM-LEASE-005", "lease release timed out (it will expire)"),
+            }
+        }
+        self.record = None;
+        self.next_read = Instant::now();
+        if ok {
+            self.set_role(Role::Standby, "every resource stopped");
+        } else {
+            self.failed_here = true;
+            self.set_role(Role::Failed, "a resource did not stop");
+        }
+    }
+
+    /// Stops each resource in reverse start order with its retries; a resource that will not stop triggers its
+    /// deactivation final action. True when every resource stopped.
+    async fn stop_resources(&mut self) -> bool {
+        let inv = Invocation { lease_token: Some(self.token) };
+        let mut all = true;
+        for i in (0..self.slots.len()).rev() {
+            let attempts = 1 + self.slots[i].config.deactivation_retries;
+            self.slots[i].state = "stopping";
+            self.publish();
+            let mut failure = None;
+            for attempt in 1..=attempts {
+                match self.slots[i].imp.stop(&inv).await {
+                    Ok(()) => {
+                        failure = None;
+                        break;
+                    }
+                    Err(e) => {
+                        self.cx.events.record(
+                            &self.group.name,
+                            "resource",
+                            e.code(),
+                            format!("stop of {} failed (attempt {attempt}/{attempts}): {e}", self.slots[i].config.name),
+                        );
+                        failure = Some(e.to_string());
+                    }
+                }
+            }
+            match failure {
+                None => {
+                    self.slots[i].state = "stopped";
+                    self.slots[i].last_error.clear();
+                }
+                Some(detail) => {
+                    all = false;
+                    let e = GroupError::DeactivationFailed {
+                        group: self.group.name.clone(),
+                        resource: self.slots[i].config.name.clone(),
+                        attempts,
+                        detail: detail.clone(),
+                    };
+                    self.slots[i].state = "failed";
+                    self.slots[i].last_error = detail;
+                    self.last_error = e.to_string();
+                    self.cx.events.record(&self.group.name, "recovery", e.code(), e.to_string());
+                    let action = self.slots[i].config.deactivation_final_action;
+                    self.final_action(action, "a resource did not stop").await;
+                }
+            }
+        }
+        all
+    }
+
+    async fn final_action(&self, action: FinalAction, why: &str) {
+        match action {
+            FinalAction::None => {}
+            FinalAction::StopCluster => {
+                self.cx.events.record(&self.group.name, "recovery", "", format!("final action stop_cluster: {why}"));
+                self.cx.set_leaving();
+            }
+            FinalAction::Shutdown => self.cx.shutdown_node(why).await,
+        }
+    }
+
+    fn publish(&self) {
+        let snap = self.cx.heartbeat.borrow().clone();
+        let holder = self.record.as_ref().and_then(|r| r.holder.as_ref()).map(|h| h.node.clone());
+        let active_on = if self.role.is_running() {
+            Some(self.cx.node.clone())
+        } else {
+            // Who runs it, as far as we can tell: a peer that says so, else the lease's holder.
+            self.others()
+                .find(|s| self.peer_wire(&snap, s).is_some_and(|g| g.role.is_running()))
+                .map(str::to_string)
+                .or(holder)
+        };
+        let valid_until = match self.keeper.as_ref().map(LeaseKeeper::state) {
+            Some(LeaseState::Held { valid_until, .. }) => Some(valid_until),
+            _ => None,
+        };
+        let view = GroupView {
+            name: self.group.name.clone(),
+            servers: self.group.servers.clone(),
+            role: self.role,
+            active_on,
+            token: self.token,
+            valid_until,
+            record: self.record.clone(),
+            resources: self
+                .slots
+                .iter()
+                .map(|s| ResourceView {
+                    name: s.config.name.clone(),
+                    kind: s.imp.kind(),
+                    state: s.state,
+                    last_error: s.last_error.clone(),
+                })
+                .collect(),
+            failovers: self.failovers,
+            last_takeover: self.last_takeover,
+            last_error: self.last_error.clone(),
+        };
+        match self.view.lock() {
+            Ok(mut v) => *v = view,
+            Err(poisoned) => *poisoned.into_inner() = view,
+        }
+    }
+}
+
+enum Guarded<T> {
+    Done(T),
+    Fenced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WitnessView {
+    NoWitness,
+    Reachable,
+    Isolated,
+    /// No verdict taken since the peer was lost yet.
+    Pending,
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what the network-namespace test bed (tests/src/netns.rs) needs besides iproute2: nftables (the faults)
+# and iputils-ping (handy when debugging a bed by hand). Idempotent; needs root and Debian/Ubuntu's apt-get.
+# The harness never installs anything itself: CI calls this script before the tests (see docs/testing.md).
+set -euo pipefail
+missing=()
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nft >/dev/null || missing+=(nftables)
+command -v ping >/dev/null || missing+=(iputils-ping)
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+command -v nft >/dev/null && command -v ip >/dev/null
