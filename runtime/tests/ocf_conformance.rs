@@ -237,8 +237,8 @@ async fn cancelled_call_kills_the_process_group() {
     let start =
         s.script("start.sh", "sleep 30 &\necho $! > $dir/child.pid.tmp\nmv $dir/child.pid.tmp $dir/child.pid\nwait");
     let r = s.exec(&format!("start = \"{start}\""));
-    let call = r.start(&LEASED);
-    tokio::pin!(call);
+    // async_trait boxes the future: dropping `call` drops (cancels) the start.
+    let mut call = r.start(&LEASED);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !s.path("child.pid").exists() {
         assert!(Instant::now() < deadline, "the script did not write its pid");

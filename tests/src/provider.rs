@@ -60,3 +60,10 @@ pub fn install_mirror(dir: &Path) -> Result<PathBuf, HarnessError> {
     std::os::unix::fs::symlink(&bin, &dest)?;
     Ok(dir.to_path_buf())
 }
+
+/// A binary of the workspace (e.g. `tandemd`, `tandemctl`), built once with everything else.
+pub fn workspace_binary(name: &str) -> Result<PathBuf, HarnessError> {
+    let provider = provider_binary()?;
+    let dir = provider.parent().map(Path::to_path_buf).unwrap_or_else(target_profile_dir);
+    Ok(dir.join(name))
+}

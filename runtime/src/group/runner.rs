@@ -537,6 +537,12 @@ impl Runner {
                         now
                     }
                 };
+                // With a peer lost, a free lease is taken only on a witness's word that we are not the isolated one.
+                if self.peer_down_since.is_some()
+                    && matches!(self.witness_says(self.peer_down_since), WitnessView::Isolated | WitnessView::Pending)
+                {
+                    return;
+                }
                 let waited_out = now.saturating_duration_since(since) >= contender_wait(self.cx.timing.ttl);
                 if !(self.my_turn_for_free(record.as_ref(), snap, now) || waited_out) {
                     return;

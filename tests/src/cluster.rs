@@ -1,0 +1,372 @@
+//! A tandem cluster for fault tests: N tandemd processes in the test bed's namespaces, moto (the lease table)
+//! and a TCP witness on the host side, and an `exec` resource whose start/stop lines go to one shared journal,
+//! so [`crate::journal`] can prove that no two nodes ever ran the group at the same time.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::journal;
+use crate::moto::Moto;
+use crate::netns::Testbed;
+use crate::nodes::{NodeProcess, wait_until};
+use crate::provider::workspace_binary;
+
+pub const GROUP: &str = "g";
+pub const TABLE: &str = "faults-leases";
+pub const REGION: &str = "us-east-1";
+pub const HEARTBEAT_PORT: u16 = 7400;
+
+/// Knobs of a fault-test cluster (the defaults are the fast settings).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub nodes: usize,
+    pub interval: &'static str,
+    pub timeout: &'static str,
+    pub ttl: &'static str,
+    pub renew: &'static str,
+    pub witness: bool,
+    pub failback: &'static str,
+    /// Extra seconds the exec start sleeps (a slow application).
+    pub start_delay: &'static str,
+    /// Run this node in its own time namespace with CLOCK_MONOTONIC/BOOTTIME shifted by this many seconds.
+    pub clock_offset: Option<(usize, i64)>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            nodes: 2,
+            interval: "100ms",
+            timeout: "500ms",
+            ttl: "1s",
+            renew: "200ms",
+            witness: true,
+            failback: "manual",
+            start_delay: "0",
+            clock_offset: None,
+        }
+    }
+}
+
+/// A TCP listener on the host side that accepts and closes: the NP-resolution witness.
+pub struct Witness {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Witness {
+    fn start(bed: &Testbed) -> std::io::Result<Witness> {
+        let listener = TcpListener::bind((bed.host_addr(), 0))?;
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((c, _)) => drop(c),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(Witness { addr, stop })
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+pub struct Cluster {
+    // Field order is drop order: nodes first, then the bed (which kills leftovers), then moto.
+    nodes: Vec<Option<NodeProcess>>,
+    pub bed: Testbed,
+    pub moto: Moto,
+    pub witness: Option<Witness>,
+    pub dir: tempfile::TempDir,
+    pub journal: PathBuf,
+    pub config: PathBuf,
+    tandemd: PathBuf,
+    tandemctl: PathBuf,
+    moto_port: u16,
+    clock_offset: Option<(usize, i64)>,
+}
+
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+pub fn name(i: usize) -> String {
+    format!("n{i}")
+}
+
+impl Cluster {
+    /// Builds the bed, starts moto and the witness, creates the lease table and starts every node; returns once
+    /// the group runs on exactly one node.
+    pub fn start(opts: Options) -> Result<Cluster> {
+        let tandemd = workspace_binary("tandemd")?;
+        let tandemctl = workspace_binary("tandemctl")?;
+        let bed = Testbed::new(opts.nodes)?;
+        let moto = Moto::start_on(bed.host_addr().into())?;
+        let moto_port: u16 = moto.endpoint().rsplit(':').next().and_then(|p| p.parse().ok()).ok_or("moto port")?;
+        create_table(&moto.endpoint())?;
+        let witness = if opts.witness { Some(Witness::start(&bed)?) } else { None };
+        let dir = tempfile::tempdir()?;
+        let journal = dir.path().join("journal");
+        std::fs::write(&journal, "")?;
+        let key = dir.path().join("heartbeat.key");
+        std::fs::write(&key, b"fault-test heartbeat key, 32 byt")?;
+        let config = dir.path().join("cluster.hcl");
+        std::fs::write(&config, render_config(&opts, &bed, witness.as_ref(), &key, &journal))?;
+        let mut c = Cluster {
+            nodes: (0..opts.nodes).map(|_| None).collect(),
+            bed,
+            moto,
+            witness,
+            dir,
+            journal,
+            config,
+            tandemd,
+            tandemctl,
+            moto_port,
+            clock_offset: opts.clock_offset,
+        };
+        for i in 0..opts.nodes {
+            c.start_node(i)?;
+        }
+        c.wait_running_somewhere(Duration::from_secs(30))?;
+        Ok(c)
+    }
+
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.sock", name(i)))
+    }
+
+    pub fn moto_port(&self) -> u16 {
+        self.moto_port
+    }
+
+    pub fn witness_port(&self) -> Option<u16> {
+        self.witness.as_ref().map(|w| w.addr.port())
+    }
+
+    pub fn start_node(&mut self, i: usize) -> Result<()> {
+        let mut cmd = match self.clock_offset {
+            Some((node, secs)) if node == i => {
+                // A time namespace applies to children of the unsharing process only: hence --fork.
+                let mut c = self.bed.command(i, Path::new("unshare"));
+                c.args(["--time", "--fork", &format!("--monotonic={secs}"), &format!("--boottime={secs}"), "--"])
+                    .arg(&self.tandemd);
+                c
+            }
+            _ => self.bed.command(i, &self.tandemd),
+        };
+        let state = self.dir.path().join(format!("state-{}", name(i)));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(["--node", &name(i)])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--socket")
+            .arg(self.socket(i))
+            // The watchdog must not power the test machine off: it kills this node (the "instance") instead,
+            // and the journal records the death, which ends the node's active interval.
+            .arg("--shutdown-command")
+            .arg(format!("echo \"$(date +%s%N) {} died\" >> {}; kill -KILL $PPID", name(i), self.journal.display()))
+            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("TANDEM_LOG", "info");
+        let log = self.dir.path().join(format!("{}.log", name(i)));
+        self.nodes[i] = Some(NodeProcess::spawn(cmd, log)?);
+        let sock = self.socket(i);
+        wait_until(Duration::from_secs(20), "control socket", || self.status_of(&sock).is_ok())?;
+        Ok(())
+    }
+
+    /// SIGKILL of the node's whole process tree ("the instance died"); the journal records the death.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].take() {
+            let at = p.kill();
+            journal::append_died_at(&self.journal, &name(i), at);
+        }
+    }
+
+    /// SIGTERM: the clean stop (groups move away first).
+    pub fn stop_node(&mut self, i: usize) -> Result<()> {
+        if let Some(mut p) = self.nodes[i].take() {
+            p.terminate(Duration::from_secs(30))?;
+        }
+        Ok(())
+    }
+
+    pub fn process(&mut self, i: usize) -> Option<&mut NodeProcess> {
+        self.nodes[i].as_mut()
+    }
+
+    fn status_of(&self, sock: &Path) -> Result<Value> {
+        let out = Command::new(&self.tandemctl).arg("--socket").arg(sock).args(["status", "--json"]).output()?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    pub fn status(&self, i: usize) -> Result<Value> {
+        self.status_of(&self.socket(i))
+    }
+
+    /// Runs tandemctl against node i.
+    pub fn ctl(&self, i: usize, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(&self.tandemctl)
+            .arg("--socket")
+            .arg(self.socket(i))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?)
+    }
+
+    /// Nodes with an open interval in the journal (started, not stopped or died).
+    pub fn running(&self) -> Result<Vec<String>> {
+        let text = std::fs::read_to_string(&self.journal)?;
+        let events = journal::parse(&text)?;
+        let ivs = journal::intervals(&events)?;
+        Ok(ivs.into_iter().filter(|i| i.end.is_none()).map(|i| i.node).collect())
+    }
+
+    /// How many times node i started the group.
+    pub fn starts(&self, i: usize) -> Result<usize> {
+        let text = std::fs::read_to_string(&self.journal)?;
+        Ok(journal::parse(&text)?.iter().filter(|e| e.node == name(i) && e.kind == journal::Kind::Start).count())
+    }
+
+    pub fn wait_running_on(&self, i: usize, timeout: Duration) -> Result<Duration> {
+        let want = vec![name(i)];
+        Ok(wait_until(timeout, &format!("group running on {} only", name(i)), || {
+            self.running().is_ok_and(|r| r == want)
+        })?)
+    }
+
+    pub fn wait_running_somewhere(&self, timeout: Duration) -> Result<String> {
+        wait_until(timeout, "group running on one node", || self.running().is_ok_and(|r| r.len() == 1))?;
+        Ok(self.running()?.remove(0))
+    }
+
+    pub fn wait_running_nowhere(&self, timeout: Duration) -> Result<Duration> {
+        Ok(wait_until(timeout, "group running nowhere", || self.running().is_ok_and(|r| r.is_empty()))?)
+    }
+
+    /// Index of the node that runs the group now.
+    pub fn active(&self) -> Result<usize> {
+        let r = self.running()?;
+        match r.as_slice() {
+            [one] => Ok(one.trim_start_matches('n').parse()?),
+            other => Err(format!("expected one active node, journal says {other:?}").into()),
+        }
+    }
+
+    /// Node i's role for the group, from its own status.
+    pub fn role(&self, i: usize) -> Result<String> {
+        let s = self.status(i)?;
+        Ok(s["groups"][0]["state"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Panics with the journal and the nodes' logs when two nodes ever ran the group at once.
+    pub fn assert_no_overlap(&self) {
+        let text = std::fs::read_to_string(&self.journal).unwrap_or_default();
+        let overlaps = journal::parse(&text)
+            .and_then(|e| journal::intervals(&e))
+            .map(|ivs| journal::overlaps(&ivs))
+            .unwrap_or_else(|e| panic!("journal unreadable: {e}\n{text}"));
+        if !overlaps.is_empty() {
+            let logs: String = (0..self.nodes.len())
+                .map(|i| {
+                    let p = self.dir.path().join(format!("{}.log", name(i)));
+                    format!("--- {} ---\n{}\n", name(i), tail(&p, 40))
+                })
+                .collect();
+            panic!("overlapping active intervals: {overlaps:?}\njournal:\n{text}\n{logs}");
+        }
+    }
+
+    /// The last lines of node i's log (for assertion messages).
+    pub fn log(&self, i: usize) -> String {
+        tail(&self.dir.path().join(format!("{}.log", name(i))), 60)
+    }
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let Ok(f) = std::fs::File::open(path) else { return String::new() };
+    let lines: Vec<String> = BufReader::new(f).lines().map_while(std::result::Result::ok).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, key: &Path, journal: &Path) -> String {
+    let mut c = format!("cluster \"faults\" {{}}\n\nsecrets {{\n  heartbeat_key_file = \"{}\"\n}}\n\n", key.display());
+    for i in 0..opts.nodes {
+        let az = ["us-east-1a", "us-east-1b", "us-east-1c"][i % 3];
+        c.push_str(&format!(
+            "node \"{}\" {{\n  private_ip        = \"{}\"\n  availability_zone = \"{az}\"\n}}\n\n",
+            name(i),
+            bed.node_addr(i)
+        ));
+    }
+    c.push_str(&format!("heartbeat {{\n  interval = \"{}\"\n  timeout  = \"{}\"\n}}\n\n", opts.interval, opts.timeout));
+    c.push_str(&format!(
+        "arbitration {{\n  table          = \"{TABLE}\"\n  region         = \"{REGION}\"\n  ttl            = \"{}\"\n  renew_interval = \"{}\"\n}}\n\n",
+        opts.ttl, opts.renew
+    ));
+    if let Some(w) = witness {
+        c.push_str(&format!(
+            "np_resolution {{\n  timeout = \"500ms\"\n  tcp {{\n    address = \"{}\"\n  }}\n}}\n\n",
+            w.addr
+        ));
+    }
+    let servers: Vec<String> = (0..opts.nodes).map(|i| format!("\"{}\"", name(i))).collect();
+    let j = journal.display();
+    c.push_str(&format!(
+        "group \"{GROUP}\" {{\n  servers  = [{}]\n  failback = \"{}\"\n\n  resource \"exec\" \"app\" {{\n    start = \"sleep {}; echo \\\"$(date +%s%N) $TANDEM_NODE start\\\" >> {j}\"\n    stop  = \"echo \\\"$(date +%s%N) $TANDEM_NODE stop\\\" >> {j}\"\n  }}\n}}\n",
+        servers.join(", "),
+        opts.failback,
+        opts.start_delay
+    ));
+    c
+}
+
+fn create_table(endpoint: &str) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
+            .load()
+            .await;
+        let client = aws_sdk_dynamodb::Client::new(&conf);
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        client
+            .create_table()
+            .table_name(TABLE)
+            .key_schema(KeySchemaElement::builder().attribute_name("group").key_type(KeyType::Hash).build()?)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("group")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
+}

@@ -1,0 +1,229 @@
+//! The partition test matrix: real tandemd processes in network namespaces, a real lease table (moto), a TCP
+//! witness, and faults made by the kernel (nftables drops, SIGKILL, SIGSTOP). Each node's `exec` resource journals
+//! start/stop with timestamps; every test ends by proving that no two nodes' active intervals overlap, and checks
+//! where the group ends up. Needs root, `ip` and `nft` (tests/support/testbed-deps.sh).
+
+use std::time::Duration;
+
+use tandem_tests::cluster::{Cluster, HEARTBEAT_PORT, Options, Result};
+
+const FAILOVER: Duration = Duration::from_secs(15);
+/// Long enough for several lease ttls and heartbeat timeouts at the test settings.
+const SETTLE: Duration = Duration::from_secs(4);
+
+fn other(i: usize) -> usize {
+    1 - i
+}
+
+#[test]
+fn active_crash_fails_over_and_the_restarted_node_rejoins_as_standby() -> Result<()> {
+    let mut c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    c.kill_node(a);
+    c.wait_running_on(other(a), FAILOVER)?;
+    c.start_node(a)?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.active()?, other(a), "the group stays where it failed over to (failback = manual)");
+    assert_eq!(c.role(a)?, "standby", "{}", c.log(a));
+    let s = c.status(other(a))?;
+    assert_eq!(s["groups"][0]["failovers"], 1, "{s:#}");
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn standby_crash_changes_nothing() -> Result<()> {
+    let mut c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    c.kill_node(other(a));
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.active()?, a);
+    assert_eq!(c.starts(a)?, 1, "the active never restarted the group");
+    c.start_node(other(a))?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.active()?, a);
+    assert_eq!(c.role(other(a))?, "standby");
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn interconnect_cut_with_witness_reachable_keeps_the_group_in_place() -> Result<()> {
+    let c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    c.bed.cut(0, 1)?;
+    std::thread::sleep(SETTLE * 2);
+    assert_eq!(c.active()?, a, "the holder keeps renewing, so the standby cannot take over");
+    assert_eq!(c.starts(other(a))?, 0);
+    let s = c.status(other(a))?;
+    assert_eq!(s["nodes"][a]["liveness"], "down", "{s:#}");
+    c.bed.heal(0, 1)?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.active()?, a);
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn isolated_active_stops_and_the_standby_takes_over() -> Result<()> {
+    let c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    c.bed.isolate(a)?;
+    c.wait_running_on(other(a), FAILOVER)?;
+    c.bed.unisolate(a)?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.active()?, other(a));
+    assert_eq!(c.role(a)?, "standby", "{}", c.log(a));
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn witness_down_alone_changes_nothing() -> Result<()> {
+    let c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    let w = c.witness_port().ok_or("witness")?;
+    c.bed.block_host_port(0, w)?;
+    c.bed.block_host_port(1, w)?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.active()?, a);
+    assert_eq!(c.starts(a)?, 1);
+    // Losing the peer while the witness is down too: nobody may act on an unverified partition.
+    c.bed.cut(0, 1)?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.starts(other(a))?, 0, "no takeover without a witness answer");
+    c.bed.heal_all()?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.running()?.len(), 1);
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn lease_store_unreachable_alone_keeps_the_group_running_on_the_peers_vouch() -> Result<()> {
+    let c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    c.bed.block_host_port(0, c.moto_port())?;
+    c.bed.block_host_port(1, c.moto_port())?;
+    std::thread::sleep(SETTLE * 2);
+    assert_eq!(c.active()?, a, "both nodes see each other: nothing moves\n{}", c.log(a));
+    assert_eq!(c.starts(a)?, 1, "and nothing restarts");
+    c.bed.heal_all()?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.active()?, a);
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn lease_store_unreachable_with_interconnect_cut_stops_the_group_everywhere() -> Result<()> {
+    let c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    c.bed.block_host_port(0, c.moto_port())?;
+    c.bed.block_host_port(1, c.moto_port())?;
+    c.bed.cut(0, 1)?;
+    // No lease renewal and no vouch: the holder must stop before its lease can expire; nobody can take it.
+    c.wait_running_nowhere(FAILOVER)?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.starts(other(a))?, 0);
+    c.bed.heal_all()?;
+    c.wait_running_somewhere(FAILOVER)?;
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn manual_move_stops_on_the_source_before_starting_on_the_target() -> Result<()> {
+    let c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    let target = format!("n{}", other(a));
+    let out = c.ctl(a, &["group", "move", "g", "--to", &target, "--timeout", "20"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("running on {target}")));
+    assert_eq!(c.active()?, other(a));
+    // And back, asked on the node that does not run it, without naming a target.
+    let out = c.ctl(other(a), &["group", "move", "g", "--timeout", "20"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.wait_running_on(a, FAILOVER)?;
+    // Stop and start through the operator commands.
+    let out = c.ctl(a, &["group", "stop", "g", "--timeout", "20"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(c.running()?.is_empty());
+    std::thread::sleep(SETTLE);
+    assert!(c.running()?.is_empty(), "an operator stop is not a failure: nobody restarts it");
+    let out = c.ctl(other(a), &["group", "start", "g", "--timeout", "20"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.wait_running_somewhere(FAILOVER)?;
+    let bad = c.ctl(a, &["group", "move", "nope"])?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("TDM-GRP-006"), "{}", String::from_utf8_lossy(&bad.stderr));
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn rolling_restart_moves_the_group_away_cleanly() -> Result<()> {
+    let mut c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    let b = other(a);
+    c.stop_node(b)?;
+    c.start_node(b)?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.active()?, a);
+    c.stop_node(a)?;
+    // A clean stop hands over at once (release + move target), not after a lease expiry.
+    c.wait_running_on(b, FAILOVER)?;
+    c.start_node(a)?;
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.active()?, b);
+    assert_eq!(c.role(a)?, "standby");
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn flapping_link_with_30_percent_loss_causes_no_failover() -> Result<()> {
+    let c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    c.bed.loss(0, 30, Some(HEARTBEAT_PORT))?;
+    c.bed.loss(1, 30, Some(HEARTBEAT_PORT))?;
+    std::thread::sleep(Duration::from_secs(15));
+    c.bed.no_loss(0)?;
+    c.bed.no_loss(1)?;
+    assert_eq!(c.active()?, a);
+    assert_eq!(c.starts(other(a))?, 0, "no false failover");
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn cpu_starved_active_keeps_the_group_without_overlap() -> Result<()> {
+    let c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    // Four busy loops per core in the active's namespace for 10 s, competing with tandemd for the CPU.
+    let mut hog = c.bed.command(a, std::path::Path::new("/bin/sh"));
+    hog.args(["-c", "for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait"]);
+    let mut hog = tandem_tests::nodes::NodeProcess::spawn(hog, c.dir.path().join("hog.log"))?;
+    std::thread::sleep(Duration::from_secs(10));
+    hog.kill();
+    std::thread::sleep(SETTLE);
+    assert_eq!(c.running()?.len(), 1, "the group runs on exactly one node");
+    assert_eq!(c.starts(other(a))?, 0, "no false failover under CPU load\n{}", c.log(a));
+    c.assert_no_overlap();
+    Ok(())
+}
+
+#[test]
+fn node_with_a_shifted_clock_fails_over_both_ways() -> Result<()> {
+    // Node 1's monotonic clock is a day ahead of node 0's: nothing may compare clocks across nodes.
+    let mut c = Cluster::start(Options { clock_offset: Some((1, 86_400)), ..Options::default() })?;
+    let a = c.active()?;
+    c.kill_node(a);
+    c.wait_running_on(other(a), FAILOVER)?;
+    c.start_node(a)?;
+    std::thread::sleep(SETTLE);
+    c.kill_node(other(a));
+    c.wait_running_on(a, FAILOVER)?;
+    c.assert_no_overlap();
+    Ok(())
+}
