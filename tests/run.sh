@@ -12,6 +12,9 @@ export AWS_EC2_METADATA_DISABLED=true
 command -v terraform >/dev/null || { echo "tests/run.sh: terraform is not on PATH (Terraform >= 1.6 is needed)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "tests/run.sh: python3 is not on PATH (moto, the local AWS endpoint, needs it)" >&2; exit 1; }
 
+echo "== test bed tools (nftables, ping, spin; root)"
+bash tests/support/testbed-deps.sh
+
 echo "== moto (local AWS endpoint) venv"
 bash tests/support/moto-venv.sh >/dev/null
 
@@ -24,6 +27,9 @@ export TANDEM_PROVIDER_BIN="$CARGO_TARGET_DIR/debug/terraform-provider-tandem"
 
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== model check of the lease + vouch protocol (spin)"
+bash docs/model/check.sh
 
 echo "== tests"
 cargo test --workspace --locked -- --test-threads="${TANDEM_TEST_THREADS:-2}"

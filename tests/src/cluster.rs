@@ -188,7 +188,9 @@ impl Cluster {
         let log = self.dir.path().join(format!("{}.log", name(i)));
         self.nodes[i] = Some(NodeProcess::spawn(cmd, log)?);
         let sock = self.socket(i);
-        wait_until(Duration::from_secs(20), "control socket", || self.status_of(&sock).is_ok())?;
+        if let Err(e) = wait_until(Duration::from_secs(20), "control socket", || self.status_of(&sock).is_ok()) {
+            return Err(format!("{} did not start: {e}\n{}", name(i), self.log(i)).into());
+        }
         Ok(())
     }
 

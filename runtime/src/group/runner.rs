@@ -323,9 +323,13 @@ impl Runner {
     }
 
     fn track_peers(&mut self, snap: &Snapshot, now: Instant) {
-        let any_down = self.others().any(|s| self.liveness(snap, s) == Liveness::Down);
-        if any_down {
-            self.peer_down_since.get_or_insert(now);
+        let down_at = self
+            .others()
+            .filter(|s| self.liveness(snap, s) == Liveness::Down)
+            .map(|s| snap.peer(s).and_then(|p| p.down_at(self.w())).map_or(now, |t| t.min(now)))
+            .min();
+        if let Some(at) = down_at {
+            self.peer_down_since.get_or_insert(at);
         } else {
             self.peer_down_since = None;
             self.isolation_reported = false;
@@ -459,9 +463,11 @@ impl Runner {
                 self.set_vouch(true);
             }
             Some(h) => {
-                // The holder is down in our view (or is an earlier incarnation of ourselves).
+                // The holder is down in our view (or is an earlier incarnation of ourselves). It went down at its
+                // last heartbeat + timeout (a witness check started after that instant speaks of this partition).
                 self.free_seen = None;
-                let since = *self.holder_down_since.get_or_insert(now);
+                let down_at = snap.peer(&h.node).and_then(|p| p.down_at(self.w())).map_or(now, |t| t.min(now));
+                let since = *self.holder_down_since.get_or_insert(down_at);
                 if stopped {
                     self.set_vouch(true);
                     return;

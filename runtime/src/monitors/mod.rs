@@ -153,7 +153,8 @@ pub fn build(
             Ok(Box::new(custom::CustomCheck::new(name, &node.name, command, env, timeout)))
         }
         MonitorKind::AwsAz => {
-            let client = ec2.ok_or_else(|| MonitorError::NoAwsClient { monitor: name.clone(), node: node.name.clone() })?;
+            let client =
+                ec2.ok_or_else(|| MonitorError::NoAwsClient { monitor: name.clone(), node: node.name.clone() })?;
             Ok(Box::new(aws_az::AzCheck::new(client.clone(), &node.availability_zone)))
         }
         MonitorKind::AwsVip { resource: r }
@@ -214,7 +215,8 @@ mod tests {
     fn every_simple_kind_builds_with_its_kind_name() {
         let tcp = Monitor::new("t", MonitorKind::Tcp { address: HostPort { host: "127.0.0.1".into(), port: 1 } });
         let custom = Monitor::new("c", MonitorKind::Custom { command: "true".into(), env: Default::default() });
-        let ip = Monitor::new("i", MonitorKind::Ip { targets: vec![Ipv4Addr::LOCALHOST], per_node: Default::default() });
+        let ip =
+            Monitor::new("i", MonitorKind::Ip { targets: vec![Ipv4Addr::LOCALHOST], per_node: Default::default() });
         for (monitor, kind) in [(tcp, "tcp"), (custom, "custom"), (ip, "ip")] {
             let check = build(&monitor, &node(), None, None).map_err(|e| e.to_string()).unwrap();
             assert_eq!((check.kind(), check.calls_aws()), (kind, false));

@@ -7,6 +7,9 @@
 //!
 //! Adding a kind = one file (its struct, its `GroupResource` impl, its tests) + one line in [`build`].
 
+pub mod aws_dns;
+pub mod aws_eip;
+pub mod aws_vip;
 pub mod exec;
 
 use std::fmt;
@@ -128,13 +131,33 @@ pub trait GroupResource: Send + Sync {
     async fn probe(&self, inv: &Invocation) -> Result<Probe, ResourceError>;
 }
 
-/// The run-time resource for `resource` of group `cx.group` on node `cx.node`.
+/// The run-time resource for `resource` of group `cx.group` on node `cx.node`. The AWS kinds need the node's
+/// [`AwsEnv`](crate::aws::AwsEnv): use [`build_with`].
 pub fn build(resource: &Resource, cx: &ResourceContext) -> Result<Box<dyn GroupResource>, ResourceError> {
+    build_with(resource, cx, None)
+}
+
+/// [`build`], with the node's AWS environment (clients, ENI cache) for the kinds that call AWS. Share one
+/// `AwsEnv` between all resources of a node: the clients are built and the ENI is looked up once.
+pub fn build_with(
+    resource: &Resource,
+    cx: &ResourceContext,
+    aws: Option<&crate::aws::AwsEnv>,
+) -> Result<Box<dyn GroupResource>, ResourceError> {
     match &resource.kind {
         ResourceKind::Exec(config) => Ok(Box::new(exec::ExecResource::new(&resource.name, config, cx))),
-        ResourceKind::AwsVip(_) => Err(unsupported(resource)),
-        ResourceKind::AwsEip(_) => Err(unsupported(resource)),
-        ResourceKind::AwsDns(_) => Err(unsupported(resource)),
+        ResourceKind::AwsVip(config) => match aws {
+            Some(env) => Ok(Box::new(aws_vip::AwsVipResource::new(&resource.name, config, cx, env))),
+            None => Err(unsupported(resource)),
+        },
+        ResourceKind::AwsEip(config) => match aws {
+            Some(env) => Ok(Box::new(aws_eip::AwsEipResource::new(&resource.name, config, cx, env))),
+            None => Err(unsupported(resource)),
+        },
+        ResourceKind::AwsDns(config) => match aws {
+            Some(env) => Ok(Box::new(aws_dns::AwsDnsResource::new(&resource.name, config, cx, env))),
+            None => Err(unsupported(resource)),
+        },
         ResourceKind::MirrorDisk(_) => Err(unsupported(resource)),
     }
 }

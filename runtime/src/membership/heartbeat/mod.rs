@@ -122,6 +122,15 @@ pub struct PeerStatus {
     /// When we sent the packet of ours that this latest heartbeat echoed (our monotonic clock): the peer chose
     /// `state` after it had received that packet.
     pub echo_sent: Option<Instant>,
+    /// The last valid heartbeat from this peer on any interconnect.
+    pub last_heard: Option<Instant>,
+}
+
+impl PeerStatus {
+    /// When the peer became (or will become) Down: its last heartbeat plus the timeout.
+    pub fn down_at(&self, timeout: Duration) -> Option<Instant> {
+        self.last_heard.map(|t| t + timeout)
+    }
 }
 
 /// What the service publishes on its watch channel.
@@ -383,6 +392,7 @@ impl Service {
                             links: Vec::new(),
                             state: Vec::new(),
                             echo_sent: None,
+                            last_heard: None,
                         });
                         heard.push(None);
                         peers.len() - 1
@@ -396,6 +406,7 @@ impl Service {
                     heard[idx] = pl.last_heard();
                     ps.state = pl.state().to_vec();
                     ps.echo_sent = pl.echo_sent();
+                    ps.last_heard = pl.last_heard();
                 }
                 ps.links.push(link);
             }

@@ -1,0 +1,123 @@
+//! Failover benchmark and soak, run by hand (not in CI; needs root for the namespaces):
+//!
+//! ```text
+//! cargo run -p tandem-tests --bin bench_failover -- runs 20      # SIGKILL of the active, N times
+//! cargo run -p tandem-tests --bin bench_failover -- soak 600     # default timing, 30 % loss + CPU hog, N seconds
+//! ```
+//! `runs`: interval 100 ms / timeout 500 ms, lease ttl 1 s / renew 200 ms. For each run: time from SIGKILL of the
+//! active's process tree to the standby's `exec` start (journal timestamps), split into detection (kill → the
+//! standby declares the peer down) and takeover (peer down → resource started, as the standby measured it).
+//! `soak`: counts false failovers (starts on another node) and checks the journal for overlaps.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tandem_tests::cluster::{Cluster, HEARTBEAT_PORT, Options, name};
+use tandem_tests::journal;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn nanos(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn summary(label: &str, v: &mut [f64]) {
+    v.sort_by(f64::total_cmp);
+    println!(
+        "{label:<10} median {:>7.1} ms  p99 {:>7.1} ms  min {:>7.1} ms  max {:>7.1} ms  (n = {})",
+        pct(v, 50.0),
+        pct(v, 99.0),
+        v.first().copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN),
+        v.len()
+    );
+}
+
+fn runs(n: usize) -> Result<()> {
+    let mut c = Cluster::start(Options::default())?;
+    let (mut total, mut detect, mut takeover) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=n {
+        let a = c.active()?;
+        let b = 1 - a;
+        let before = c.starts(b)?;
+        let t0 = SystemTime::now();
+        c.kill_node(a);
+        tandem_tests::nodes::wait_until(Duration::from_secs(20), "failover", || c.starts(b).is_ok_and(|s| s > before))?;
+        let text = std::fs::read_to_string(&c.journal)?;
+        let started = journal::parse(&text)?
+            .iter()
+            .filter(|e| e.node == name(b) && e.kind == journal::Kind::Start)
+            .map(|e| e.nanos)
+            .max()
+            .ok_or("no start")?;
+        let ms = (started.saturating_sub(nanos(t0))) as f64 / 1e6;
+        // The runner records the takeover time just after the resource started: wait for the active role.
+        tandem_tests::nodes::wait_until(Duration::from_secs(5), "active role", || {
+            c.role(b).is_ok_and(|r| r == "active")
+        })?;
+        let status = c.status(b)?;
+        let take = status["groups"][0]["last_takeover_ms"].as_f64().unwrap_or(f64::NAN);
+        println!("run {run:>2}: {} -> {}: {ms:7.1} ms (takeover after detection {take:.0} ms)", name(a), name(b));
+        if take < 1.0 {
+            // Not a takeover after a loss (e.g. the lease was free): show why.
+            let out = c.ctl(b, &["events", "--limit", "12"])?;
+            println!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+        total.push(ms);
+        takeover.push(take);
+        detect.push(ms - take);
+        c.start_node(a)?;
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    c.assert_no_overlap();
+    println!();
+    summary("total", &mut total);
+    summary("detection", &mut detect);
+    summary("takeover", &mut takeover);
+    Ok(())
+}
+
+fn soak(seconds: u64) -> Result<()> {
+    let opts = Options { interval: "1s", timeout: "5s", ttl: "5s", renew: "1s", ..Options::default() };
+    let c = Cluster::start(opts)?;
+    let a = c.active()?;
+    c.bed.loss(0, 30, Some(HEARTBEAT_PORT))?;
+    c.bed.loss(1, 30, Some(HEARTBEAT_PORT))?;
+    let mut hog = c.bed.command(a, std::path::Path::new("/bin/sh"));
+    hog.args(["-c", "for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait"]);
+    let mut hog = tandem_tests::nodes::NodeProcess::spawn(hog, c.dir.path().join("hog.log"))?;
+    println!(
+        "soak: {seconds} s, default timing, 30 % heartbeat loss both ways, 8 busy loops on the active {}",
+        name(a)
+    );
+    std::thread::sleep(Duration::from_secs(seconds));
+    hog.kill();
+    c.bed.heal_all()?;
+    let false_failovers = c.starts(1 - a)?;
+    let restarts = c.starts(a)? - 1;
+    let s = c.status(1 - a)?;
+    let link = &s["nodes"][a]["links"][0];
+    println!(
+        "false failovers: {false_failovers}; restarts on the active: {restarts}; heartbeats received by the standby: {}, dropped {}",
+        link["received"], link["malformed"]
+    );
+    c.assert_no_overlap();
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["runs", n] => runs(n.parse()?),
+        ["soak", s] => soak(s.parse()?),
+        [] => runs(20),
+        _ => Err("usage: bench_failover [runs N | soak SECONDS]".into()),
+    }
+}
