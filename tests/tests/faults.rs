@@ -227,3 +227,40 @@ fn node_with_a_shifted_clock_fails_over_both_ways() -> Result<()> {
     c.assert_no_overlap();
     Ok(())
 }
+
+#[test]
+fn garbage_on_the_control_socket_and_the_heartbeat_port_is_counted_and_harmless() -> Result<()> {
+    use std::io::{Read, Write};
+    let c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    // Not HTTP/2, then a half-open connection, then an oversized frame header: the API answers each with an error
+    // or a close, and keeps serving.
+    for junk in
+        [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\x04\x00", b"\x00"]
+    {
+        let mut s = std::os::unix::net::UnixStream::connect(c.socket(a))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(junk)?;
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+    }
+    // Forged heartbeats from the host: not authentic, so dropped and counted, and the peers stay up.
+    let sock = std::net::UdpSocket::bind((c.bed.host_addr(), 0))?;
+    let target = (c.bed.node_addr(a), HEARTBEAT_PORT);
+    for i in 0..50u8 {
+        sock.send_to(&[b'T', b'D', b'M', b'H', 1, i, 0, 0], target)?;
+        sock.send_to(&[i; 200], target)?;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let s = c.status(a)?;
+    assert_eq!(s["groups"][0]["state"], "active", "{s:#}");
+    assert_eq!(s["nodes"][other(a)]["liveness"], "up", "{s:#}");
+    let u = &s["unattributed"];
+    let dropped = ["bad_mac", "foreign", "malformed", "replay"].iter().map(|k| u[k].as_u64().unwrap_or(0)).sum::<u64>();
+    assert!(dropped >= 100, "every forged datagram is counted: {u}");
+    assert_eq!(c.starts(other(a))?, 0);
+    let out = c.ctl(a, &["status"])?;
+    assert!(out.status.success(), "the API still serves after the junk");
+    c.assert_no_overlap();
+    Ok(())
+}

@@ -129,6 +129,15 @@ pub fn render_status(s: &StatusReply) -> String {
             ));
         }
     }
+    if let Some(u) = &s.unattributed {
+        let n = u.replay + u.bad_mac + u.foreign + u.malformed;
+        if n > 0 {
+            out.push_str(&format!(
+                "  (from unknown senders: {n} dropped: bad mac {}, foreign {}, malformed {}, replay {})\n",
+                u.bad_mac, u.foreign, u.malformed, u.replay
+            ));
+        }
+    }
     out.push_str("\nGroups\n");
     for g in &s.groups {
         let on = running_on(s, &g.name).unwrap_or_else(|| "-".into());
@@ -184,6 +193,9 @@ pub fn status_json(s: &StatusReply) -> Value {
         "uptime_ms": s.uptime_ms,
         "lease_table": s.lease_table,
         "witness": s.witness,
+        "unattributed": s.unattributed.as_ref().map(|u| json!({
+            "replay": u.replay, "bad_mac": u.bad_mac, "foreign": u.foreign, "malformed": u.malformed,
+        })),
         "nodes": s.nodes.iter().map(|n| json!({
             "name": n.name,
             "address": n.address,

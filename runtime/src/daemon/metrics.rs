@@ -73,6 +73,13 @@ pub fn render(s: &StatusReply) -> String {
             }
         }
     }
+    if let Some(u) = &s.unattributed {
+        for (reason, v) in
+            [("replay", u.replay), ("bad_mac", u.bad_mac), ("foreign", u.foreign), ("malformed", u.malformed)]
+        {
+            lines.push(format!("{n}{{node=\"\",interconnect=\"all\",reason=\"{reason}\"}} {v}"));
+        }
+    }
     flush(&mut out, &mut lines);
     let n = family(&mut out, "tandem_group_state", "gauge", "1 for this node's current role in the group.");
     for g in &s.groups {

@@ -109,5 +109,15 @@ pub fn status(d: &Daemon) -> StatusReply {
         monitors: Vec::new(),
         witness,
         lease_table: cx.store.table().to_string(),
+        unattributed: Some(snap.unattributed.iter().fold(
+            LinkStatus { interconnect: "all".into(), liveness: String::new(), ..Default::default() },
+            |mut acc, c| {
+                acc.replay += c.replay;
+                acc.bad_mac += c.bad_mac;
+                acc.foreign += c.foreign;
+                acc.malformed += c.malformed;
+                acc
+            },
+        )),
     }
 }

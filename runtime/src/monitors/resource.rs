@@ -4,13 +4,14 @@
 //! - `running` = ok;
 //! - `stopped` = error: the resource is no longer active here (someone changed the VIP's routes, disassociated the
 //!   EIP, changed or removed the record set, the mirror stopped), with the kind's code below;
-//! - a probe error = error with the resource's own code, except an AWS API failure (a soft error whose code is an
-//!   AWS API failure code, see [`is_aws_api_failure`]), which is *unknown*: `on_aws_error` decides.
+//! - a probe error = error with the resource's own code (e.g. TDM-AWS-122, routing for the VIP was changed), except
+//!   an AWS API failure (endpoint unreachable, throttled, not authorized, no credentials: see
+//!   [`is_aws_api_failure`]), which is *unknown*: `on_aws_error` decides.
 
 use std::sync::Arc;
 
 use super::{Check, Outcome};
-use crate::resources::{ErrorClass, GroupResource, Invocation, Probe, ResourceError};
+use crate::resources::{GroupResource, Invocation, Probe, ResourceError};
 
 /// The VIP is no longer bound here / its routes no longer target this node's ENI.
 pub const CODE_VIP_MOVED: &str = "TDM-MON-030";
@@ -21,14 +22,15 @@ pub const CODE_DNS_MOVED: &str = "TDM-MON-032";
 /// The mirror disk is no longer active (replicating) on this node.
 pub const CODE_MIRROR_STOPPED: &str = "TDM-MON-033";
 
-/// The AWS codes (as the provider numbers them) that mean "could not ask AWS": endpoint unreachable, not
-/// authorized, throttled/transient, other API failure. `TDM-AWS-010` (not found) is a definite answer, not listed.
-const AWS_API_FAILURE_CODES: &[&str] = &["TDM-AWS-005", "TDM-AWS-011", "TDM-AWS-013", "TDM-AWS-014"];
+/// The runtime's AWS codes (`crate::aws`) that mean "could not ask AWS": endpoint unreachable (101), throttled or
+/// failed on AWS's side (102), not authorized (103), credentials missing or refused (104). Not-found and
+/// state codes (110..) are definite answers and stay errors.
+const AWS_API_FAILURE_CODES: &[&str] = &["TDM-AWS-101", "TDM-AWS-102", "TDM-AWS-103", "TDM-AWS-104"];
 
-/// True when a resource error says the AWS API could not be asked (rather than what the resource's state is):
-/// a soft error with one of the AWS API failure codes (`TDM-AWS-005`, `-011`, `-013`, `-014`).
+/// True when a resource error says the AWS API could not be asked (rather than what the resource's state is),
+/// whatever its class: a monitor that cannot ask AWS answers unknown, not failed.
 pub fn is_aws_api_failure(e: &ResourceError) -> bool {
-    e.class == ErrorClass::Soft && AWS_API_FAILURE_CODES.contains(&e.code)
+    AWS_API_FAILURE_CODES.contains(&e.code)
 }
 
 /// The resource kind a monitor kind watches ("mirror" watches "mirror_disk"); "" for kinds that watch none.
@@ -99,6 +101,7 @@ impl Check for ResourceCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::ErrorClass;
     use std::sync::Mutex;
 
     struct Scripted {
@@ -150,13 +153,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn soft_aws_api_failure_is_unknown_and_other_errors_are_errors() {
-        let api = ResourceError::new(ErrorClass::Soft, "TDM-AWS-005", "endpoint timeout");
-        assert_eq!(outcome("aws_eip", Err(api)).await.name(), "unknown");
-        let hard_api = ResourceError::new(ErrorClass::Hard, "TDM-AWS-005", "endpoint timeout");
-        assert_eq!(outcome("aws_eip", Err(hard_api)).await.name(), "error");
-        let not_found = ResourceError::new(ErrorClass::Soft, "TDM-AWS-010", "gone");
-        let o = outcome("aws_eip", Err(not_found)).await;
-        assert_eq!((o.name(), o.code()), ("error", Some("TDM-AWS-010")));
+    async fn aws_api_failures_are_unknown_and_other_errors_are_errors() {
+        for code in ["TDM-AWS-101", "TDM-AWS-102", "TDM-AWS-103", "TDM-AWS-104"] {
+            for class in [ErrorClass::Soft, ErrorClass::Hard] {
+                let o = outcome("aws_eip", Err(ResourceError::new(class, code, "cannot ask"))).await;
+                assert_eq!((o.name(), o.code()), ("unknown", Some(code)));
+            }
+        }
+        let changed = ResourceError::new(ErrorClass::Soft, "TDM-AWS-122", "routing for VIP 10.1.0.10 was changed");
+        let o = outcome("aws_vip", Err(changed)).await;
+        assert_eq!((o.name(), o.code()), ("error", Some("TDM-AWS-122")));
+        let gone = ResourceError::new(ErrorClass::Fatal, "TDM-AWS-113", "gone");
+        assert_eq!(outcome("aws_eip", Err(gone)).await.name(), "error");
     }
 }
