@@ -123,8 +123,21 @@ impl Cluster {
         std::fs::write(&journal, "")?;
         let key = dir.path().join("heartbeat.key");
         std::fs::write(&key, b"fault-test heartbeat key, 32 byt")?;
+        write_certs(dir.path(), &bed, opts.nodes)?;
         let config = dir.path().join("cluster.hcl");
-        std::fs::write(&config, render_config(&opts, &bed, witness.as_ref(), &key, &journal))?;
+        let text = render_config(&opts, &bed, witness.as_ref(), &key, &journal);
+        // One config per node, as tandem_cluster renders them: only the node's own certificate paths differ.
+        for i in 0..opts.nodes {
+            let secrets = format!(
+                "secrets {{\n  heartbeat_key_file = \"{}\"\n  ca_cert_file       = \"{}\"\n  node_cert_file     = \"{}\"\n  node_key_file      = \"{}\"\n}}\n",
+                key.display(),
+                dir.path().join("ca.crt").display(),
+                dir.path().join(format!("{}.crt", name(i))).display(),
+                dir.path().join(format!("{}.key", name(i))).display(),
+            );
+            std::fs::write(dir.path().join(format!("cluster-{}.hcl", name(i))), text.replace(SECRETS_MARK, &secrets))?;
+        }
+        std::fs::write(&config, text.replace(SECRETS_MARK, ""))?;
         let mut c = Cluster {
             nodes: (0..opts.nodes).map(|_| None).collect(),
             bed,
@@ -170,7 +183,7 @@ impl Cluster {
         };
         let state = self.dir.path().join(format!("state-{}", name(i)));
         cmd.arg("--config")
-            .arg(&self.config)
+            .arg(self.dir.path().join(format!("cluster-{}.hcl", name(i))))
             .args(["--node", &name(i)])
             .arg("--state-dir")
             .arg(&state)
@@ -312,7 +325,8 @@ fn tail(path: &Path, n: usize) -> String {
 }
 
 fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, key: &Path, journal: &Path) -> String {
-    let mut c = format!("cluster \"faults\" {{}}\n\nsecrets {{\n  heartbeat_key_file = \"{}\"\n}}\n\n", key.display());
+    let _ = key;
+    let mut c = format!("cluster \"faults\" {{}}\n\n{SECRETS_MARK}\n");
     for i in 0..opts.nodes {
         let az = ["us-east-1a", "us-east-1b", "us-east-1c"][i % 3];
         c.push_str(&format!(
@@ -341,6 +355,33 @@ fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, key: 
         opts.start_delay
     ));
     c
+}
+
+const SECRETS_MARK: &str = "# secrets\n";
+
+/// A cluster CA and one certificate per node (name and IP as subject alternative names), as tandem_cluster makes.
+fn write_certs(dir: &Path, bed: &Testbed, nodes: usize) -> Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let ca_params = || {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, "fault-test CA");
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p
+    };
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params().self_signed(&ca_key)?;
+    std::fs::write(dir.join("ca.crt"), ca.pem())?;
+    let issuer = Issuer::new(ca_params(), ca_key);
+    for i in 0..nodes {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(vec![name(i), bed.node_addr(i).to_string()])?;
+        p.distinguished_name.push(DnType::CommonName, name(i));
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &issuer)?;
+        std::fs::write(dir.join(format!("{}.crt", name(i))), cert.pem())?;
+        std::fs::write(dir.join(format!("{}.key", name(i))), key.serialize_pem())?;
+    }
+    Ok(())
 }
 
 fn create_table(endpoint: &str) -> Result<()> {

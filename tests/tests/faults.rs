@@ -264,3 +264,43 @@ fn garbage_on_the_control_socket_and_the_heartbeat_port_is_counted_and_harmless(
     c.assert_no_overlap();
     Ok(())
 }
+
+#[test]
+fn peer_api_serves_every_nodes_status_and_refuses_foreign_certificates() -> Result<()> {
+    let c = Cluster::start(Options::default())?;
+    let a = c.active()?;
+    let out = c.ctl(other(a), &["status", "--all", "--json"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(all["errors"].as_array().map(Vec::len), Some(0), "{all:#}");
+    let nodes: Vec<&str> = all["nodes"].as_array().ok_or("nodes")?.iter().filter_map(|n| n["node"].as_str()).collect();
+    assert_eq!(nodes.len(), 2, "{all:#}");
+    // The active's own view, fetched over mutual TLS, says it runs the group.
+    let active_view =
+        all["nodes"].as_array().ok_or("nodes")?.iter().find(|n| n["node"] == format!("n{a}")).ok_or("active")?;
+    assert_eq!(active_view["groups"][0]["state"], "active", "{all:#}");
+
+    // A client with a certificate of another CA, and a client that speaks no TLS at all: both refused, counted.
+    let rogue_key = rcgen::KeyPair::generate()?;
+    let rogue = rcgen::CertificateParams::new(vec!["n0".to_string()])?.self_signed(&rogue_key)?;
+    let (cert, key) = (c.dir.path().join("rogue.crt"), c.dir.path().join("rogue.key"));
+    std::fs::write(&cert, rogue.pem())?;
+    std::fs::write(&key, rogue_key.serialize_pem())?;
+    let script = "import socket, ssl, sys\n\
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+ctx.load_cert_chain(sys.argv[3], sys.argv[4]); ctx.set_alpn_protocols(['h2'])\n\
+try:\n    s = ctx.wrap_socket(socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)); s.sendall(b'x' * 64); s.recv(64)\n\
+except Exception as e:\n    print('refused:', e)\n\
+t = socket.create_connection((sys.argv[1], int(sys.argv[2])), 3); t.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n\
+try:\n    t.recv(64)\nexcept Exception:\n    pass\n";
+    let addr = c.bed.node_addr(a).to_string();
+    let py = std::process::Command::new("python3").args(["-c", script, &addr, "7402"]).arg(&cert).arg(&key).output()?;
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    tandem_tests::nodes::wait_until(Duration::from_secs(10), "refusals counted", || {
+        c.status(a).is_ok_and(|s| s["peer_tls_rejected"].as_u64().unwrap_or(0) >= 2)
+    })?;
+    let s = c.status(a)?;
+    assert_eq!(s["groups"][0]["state"], "active", "the node keeps serving: {s:#}");
+    c.assert_no_overlap();
+    Ok(())
+}

@@ -32,6 +32,9 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Every node's own status (fetched by this node over the peer API), not only this node's view.
+        #[arg(long)]
+        all: bool,
     },
     /// Start, stop or move a failover group.
     Group {
@@ -138,7 +141,24 @@ async fn online(cli: Cli) -> Result<(), ClientError> {
     let mut c = client::connect(&cli.socket).await?;
     match cli.command {
         Command::Config { .. } => Ok(()),
-        Command::Status { json } => {
+        Command::Status { json, all: true } => {
+            let r = c.cluster_status(StatusRequest {}).await?.into_inner();
+            if json {
+                let nodes: Vec<_> = r.nodes.iter().map(client::status_json).collect();
+                println!("{:#}", serde_json::json!({ "nodes": nodes, "errors": r.errors }));
+            } else {
+                for s in &r.nodes {
+                    println!("===== as seen by {} =====", s.node);
+                    print!("{}", client::render_status(s));
+                    println!();
+                }
+                for e in &r.errors {
+                    println!("unreachable: {e}");
+                }
+            }
+            Ok(())
+        }
+        Command::Status { json, all: false } => {
             let s = c.status(StatusRequest {}).await?.into_inner();
             if json {
                 println!("{:#}", client::status_json(&s));

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use tandem_proto::control::control_server::{Control, ControlServer};
 use tandem_proto::control::{
-    ClusterStopRequest, CommandReply, Event, EventsReply, EventsRequest, GroupRequest, StatusReply, StatusRequest,
+    ClusterStatusReply, ClusterStopRequest, CommandReply, Event, EventsReply, EventsRequest, GroupRequest, StatusReply,
+    StatusRequest,
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -100,6 +101,39 @@ impl Control for ControlService {
         self.daemon.cx.store.request_move(&group, Some(&target)).await.map_err(|e| Self::store_error(&group, e))?;
         self.daemon.cx.events.record(&group, "admin", "", format!("move to {target} requested"));
         Ok(Response::new(CommandReply { message: format!("group {group}: move to {target} requested") }))
+    }
+
+    async fn cluster_status(&self, _: Request<StatusRequest>) -> Result<Response<ClusterStatusReply>, Status> {
+        let mut nodes = vec![status::status(&self.daemon)];
+        let mut errors = Vec::new();
+        let cfg = self.daemon.cx.config.clone();
+        let Some(tls) = self.daemon.peer_tls.clone() else {
+            errors.push(format!("{}: [TDM-PEER-001] the peer API is off on this node", self.daemon.cx.node));
+            return Ok(Response::new(ClusterStatusReply { nodes, errors }));
+        };
+        let mut asks = tokio::task::JoinSet::new();
+        for n in cfg.nodes.iter().filter(|n| n.name != self.daemon.cx.node) {
+            let addr = std::net::SocketAddr::from((n.private_ip, cfg.cluster.api_port));
+            let (tls, name) = (tls.clone(), n.name.clone());
+            asks.spawn(async move {
+                let r = super::peer::fetch_status(&tls, &name, addr, std::time::Duration::from_secs(2)).await;
+                (name, r)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(done) = asks.join_next().await {
+            if let Ok(a) = done {
+                answers.push(a);
+            }
+        }
+        answers.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, r) in answers {
+            match r {
+                Ok(s) => nodes.push(s),
+                Err(e) => errors.push(format!("{name}: [{}] {e}", e.code())),
+            }
+        }
+        Ok(Response::new(ClusterStatusReply { nodes, errors }))
     }
 
     async fn cluster_stop(&self, _: Request<ClusterStopRequest>) -> Result<Response<CommandReply>, Status> {

@@ -109,6 +109,7 @@ pub fn render_status(s: &StatusReply) -> String {
         s.lease_table,
         s.witness
     ));
+    out.push_str(&format!("peer API {}  (refused TLS connections: {})\n", s.peer_api, s.peer_tls_rejected));
     out.push_str("\nNodes\n");
     for n in &s.nodes {
         out.push_str(&format!("  {:<16} {:<15} {}\n", n.name, n.address, n.liveness));
@@ -192,6 +193,8 @@ pub fn status_json(s: &StatusReply) -> Value {
         "daemon_state": s.daemon_state,
         "uptime_ms": s.uptime_ms,
         "lease_table": s.lease_table,
+        "peer_api": s.peer_api,
+        "peer_tls_rejected": s.peer_tls_rejected,
         "witness": s.witness,
         "unattributed": s.unattributed.as_ref().map(|u| json!({
             "replay": u.replay, "bad_mac": u.bad_mac, "foreign": u.foreign, "malformed": u.malformed,

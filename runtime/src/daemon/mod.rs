@@ -7,6 +7,7 @@ pub mod client;
 pub mod context;
 pub mod events;
 pub mod metrics;
+pub mod peer;
 pub mod status;
 
 use std::net::{IpAddr, SocketAddr};
@@ -91,6 +92,10 @@ pub struct Daemon {
     pub groups: Vec<GroupHandle>,
     pub heartbeats: Arc<Heartbeats>,
     pub socket: PathBuf,
+    /// The peer API's TLS (None: off, `peer_api` says why).
+    pub peer_tls: Option<peer::PeerTls>,
+    pub peer_api: std::sync::Mutex<String>,
+    pub peer_tls_rejected: std::sync::atomic::AtomicU64,
     stop: watch::Sender<bool>,
 }
 
@@ -232,8 +237,43 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
     }
 
     let (stop, _) = watch::channel(false);
-    let daemon = Arc::new(Daemon { cx, groups, heartbeats, socket: opts.socket.clone(), stop });
+    let peer_tls = match peer::PeerTls::load(&config.secrets) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            cx.events.record("", "daemon", e.code(), format!("peer API off: {e}"));
+            None
+        }
+    };
+    let peer_api = std::sync::Mutex::new(match &peer_tls {
+        Some(_) => String::new(),
+        None => "off: certificates not loaded (see the events)".to_string(),
+    });
+    let daemon = Arc::new(Daemon {
+        cx,
+        groups,
+        heartbeats,
+        socket: opts.socket.clone(),
+        peer_tls,
+        peer_api,
+        peer_tls_rejected: std::sync::atomic::AtomicU64::new(0),
+        stop,
+    });
     api::serve(daemon.clone(), &opts.socket).await?;
+    if let Some(tls) = daemon.peer_tls.clone()
+        && let Some(me) = config.node_by_name(&node)
+    {
+        let addr = SocketAddr::from((me.private_ip, config.cluster.api_port));
+        let text = match peer::serve(daemon.clone(), addr, tls.server).await {
+            Ok(()) => format!("serving on {addr}"),
+            Err(e) => {
+                daemon.cx.events.record("", "daemon", e.code(), format!("peer API off: {e}"));
+                format!("off: [{}] {e}", e.code())
+            }
+        };
+        if let Ok(mut p) = daemon.peer_api.lock() {
+            *p = text;
+        }
+    }
     if let Some(addr) = opts.metrics {
         metrics::serve(daemon.clone(), addr).await?;
     }

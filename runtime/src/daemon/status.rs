@@ -109,6 +109,8 @@ pub fn status(d: &Daemon) -> StatusReply {
         monitors: Vec::new(),
         witness,
         lease_table: cx.store.table().to_string(),
+        peer_tls_rejected: d.peer_tls_rejected.load(std::sync::atomic::Ordering::Relaxed),
+        peer_api: d.peer_api.lock().map(|p| p.clone()).unwrap_or_default(),
         unattributed: Some(snap.unattributed.iter().fold(
             LinkStatus { interconnect: "all".into(), liveness: String::new(), ..Default::default() },
             |mut acc, c| {

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run -p tandem-tests --bin bench_failover -- runs 20      # SIGKILL of the active, N times
 //! cargo run -p tandem-tests --bin bench_failover -- soak 600     # default timing, 30 % loss + CPU hog, N seconds
+//! cargo run -p tandem-tests --bin bench_failover -- soak 600 fast   # the same at 100 ms / 500 ms, ttl 1 s
 //! ```
 //! `runs`: interval 100 ms / timeout 500 ms, lease ttl 1 s / renew 200 ms. For each run: time from SIGKILL of the
 //! active's process tree to the standby's `exec` start (journal timestamps), split into detection (kill → the
@@ -84,8 +85,12 @@ fn runs(n: usize) -> Result<()> {
     Ok(())
 }
 
-fn soak(seconds: u64) -> Result<()> {
-    let opts = Options { interval: "1s", timeout: "5s", ttl: "5s", renew: "1s", ..Options::default() };
+fn soak(seconds: u64, fast: bool) -> Result<()> {
+    let opts = if fast {
+        Options::default()
+    } else {
+        Options { interval: "1s", timeout: "5s", ttl: "5s", renew: "1s", ..Options::default() }
+    };
     let c = Cluster::start(opts)?;
     let a = c.active()?;
     c.bed.loss(0, 30, Some(HEARTBEAT_PORT))?;
@@ -93,10 +98,8 @@ fn soak(seconds: u64) -> Result<()> {
     let mut hog = c.bed.command(a, std::path::Path::new("/bin/sh"));
     hog.args(["-c", "for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait"]);
     let mut hog = tandem_tests::nodes::NodeProcess::spawn(hog, c.dir.path().join("hog.log"))?;
-    println!(
-        "soak: {seconds} s, default timing, 30 % heartbeat loss both ways, 8 busy loops on the active {}",
-        name(a)
-    );
+    let timing = if fast { "fast timing (100 ms / 500 ms, ttl 1 s)" } else { "default timing (1 s / 5 s, ttl 5 s)" };
+    println!("soak: {seconds} s, {timing}, 30 % heartbeat loss both ways, 8 busy loops on the active {}", name(a));
     std::thread::sleep(Duration::from_secs(seconds));
     hog.kill();
     c.bed.heal_all()?;
@@ -116,8 +119,9 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["runs", n] => runs(n.parse()?),
-        ["soak", s] => soak(s.parse()?),
+        ["soak", s] => soak(s.parse()?, false),
+        ["soak", s, "fast"] => soak(s.parse()?, true),
         [] => runs(20),
-        _ => Err("usage: bench_failover [runs N | soak SECONDS]".into()),
+        _ => Err("usage: bench_failover [runs N | soak SECONDS [fast]]".into()),
     }
 }
