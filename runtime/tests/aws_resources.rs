@@ -511,3 +511,24 @@ async fn unreachable_endpoint_is_soft() {
     let e = a.probe(&UNLEASED).await.expect_err("endpoint down");
     assert_eq!((e.class, e.code()), (ErrorClass::Soft, "TDM-AWS-101"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_are_hard() {
+    let moto = Moto::start();
+    let w = World::build(&moto).await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
+        .no_credentials()
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .load()
+        .await;
+    let node = AwsNode { name: "a".into(), private_ip: IP_A, availability_zone: "us-east-1a".into(), eni_id: None };
+    let env = AwsEnv::new(
+        node,
+        AwsSettings { clients: Some(AwsClients::new(&sdk)), bind_vip: false, call_timeout: Duration::from_secs(5) },
+    );
+    let a = AwsEipResource::new("eip", &AwsEip::new(&w.allocation), &cx("a"), &env);
+    let e = a.probe(&UNLEASED).await.expect_err("no credentials");
+    assert_eq!((e.class, e.code()), (ErrorClass::Hard, "TDM-AWS-104"), "{e}");
+}

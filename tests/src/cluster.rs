@@ -37,6 +37,8 @@ pub struct Options {
     pub start_delay: &'static str,
     /// Run this node in its own time namespace with CLOCK_MONOTONIC/BOOTTIME shifted by this many seconds.
     pub clock_offset: Option<(usize, i64)>,
+    /// Extra HCL appended to the config; `DIR` is replaced by the cluster's directory (e.g. a monitor).
+    pub extra: &'static str,
 }
 
 impl Default for Options {
@@ -51,6 +53,7 @@ impl Default for Options {
             failback: "manual",
             start_delay: "0",
             clock_offset: None,
+            extra: "",
         }
     }
 }
@@ -348,12 +351,15 @@ fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, key: 
     }
     let servers: Vec<String> = (0..opts.nodes).map(|i| format!("\"{}\"", name(i))).collect();
     let j = journal.display();
+    let d = journal.parent().map(|p| p.display().to_string()).unwrap_or_default();
+    // The application: `up-NODE` exists while it runs; `broken-NODE` makes it fail to start (tests create it).
     c.push_str(&format!(
-        "group \"{GROUP}\" {{\n  servers  = [{}]\n  failback = \"{}\"\n\n  resource \"exec\" \"app\" {{\n    start = \"sleep {}; echo \\\"$(date +%s%N) $TANDEM_NODE start\\\" >> {j}\"\n    stop  = \"echo \\\"$(date +%s%N) $TANDEM_NODE stop\\\" >> {j}\"\n  }}\n}}\n",
+        "group \"{GROUP}\" {{\n  servers  = [{}]\n  failback = \"{}\"\n\n  resource \"exec\" \"app\" {{\n    start = \"sleep {}; test ! -e {d}/broken-$TANDEM_NODE && touch {d}/up-$TANDEM_NODE && echo \\\"$(date +%s%N) $TANDEM_NODE start\\\" >> {j}\"\n    stop  = \"rm -f {d}/up-$TANDEM_NODE; echo \\\"$(date +%s%N) $TANDEM_NODE stop\\\" >> {j}\"\n  }}\n}}\n",
         servers.join(", "),
         opts.failback,
         opts.start_delay
     ));
+    c.push_str(&opts.extra.replace("DIR", &d));
     c
 }
 

@@ -304,3 +304,57 @@ try:\n    t.recv(64)\nexcept Exception:\n    pass\n";
     c.assert_no_overlap();
     Ok(())
 }
+
+#[test]
+fn failback_auto_returns_the_group_to_the_first_server() -> Result<()> {
+    let mut c = Cluster::start(Options { failback: "auto", ..Options::default() })?;
+    assert_eq!(c.active()?, 0, "the first server starts the group");
+    c.kill_node(0);
+    c.wait_running_on(1, FAILOVER)?;
+    c.start_node(0)?;
+    // Once n0 has been an eligible standby for two heartbeat timeouts, n1 hands the group back (a move).
+    c.wait_running_on(0, FAILOVER)?;
+    assert_eq!(c.role(1)?, "standby");
+    c.assert_no_overlap();
+    Ok(())
+}
+
+const APP_MONITOR: &str = r#"
+monitor "custom" "app-health" {
+  command         = "test -e DIR/up-$TANDEM_NODE"
+  interval        = "200ms"
+  timeout         = "2s"
+  retries         = 1
+  when            = "active"
+  recovery_target = "app"
+  recovery_action = "restart"
+}
+"#;
+
+#[test]
+fn monitor_restarts_a_failed_resource_in_place_then_fails_over_when_it_cannot() -> Result<()> {
+    let c = Cluster::start(Options { extra: APP_MONITOR, ..Options::default() })?;
+    let a = c.active()?;
+    let dir = c.dir.path().to_path_buf();
+    // The application dies behind tandemd's back: the monitor sees it and the resource is restarted here.
+    std::fs::remove_file(dir.join(format!("up-n{a}")))?;
+    tandem_tests::nodes::wait_until(FAILOVER, "restart in place", || c.starts(a).is_ok_and(|n| n == 2))?;
+    assert_eq!(c.active()?, a);
+    assert_eq!(c.starts(other(a))?, 0);
+    // Now it dies and cannot start again on this node: the restart fails, the group fails over.
+    std::fs::write(dir.join(format!("broken-n{a}")), b"")?;
+    std::fs::remove_file(dir.join(format!("up-n{a}")))?;
+    c.wait_running_on(other(a), FAILOVER)?;
+    tandem_tests::nodes::wait_until(FAILOVER, "failed role", || c.role(a).is_ok_and(|r| r == "failed"))?;
+    let s = c.status(a)?;
+    let monitors = s["monitors"].as_array().ok_or("monitors")?;
+    assert!(monitors.iter().any(|m| m["name"] == "app-health"), "{s:#}");
+    // The operator clears the failure: the node is a standby again.
+    std::fs::remove_file(dir.join(format!("broken-n{a}")))?;
+    let out = c.ctl(a, &["group", "start", "g", "--timeout", "10"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tandem_tests::nodes::wait_until(FAILOVER, "standby again", || c.role(a).is_ok_and(|r| r == "standby"))?;
+    assert_eq!(c.active()?, other(a));
+    c.assert_no_overlap();
+    Ok(())
+}

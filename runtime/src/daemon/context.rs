@@ -73,6 +73,8 @@ pub struct NodeContext {
     /// Run for the final action `shutdown` (and by the watchdog): e.g. `systemctl poweroff --force --force`.
     pub shutdown_command: String,
     pub started: Instant,
+    /// AWS clients and this node's ENI for the AWS group resources (one lookup shared by every group).
+    pub aws: Option<crate::aws::AwsEnv>,
     leaving: AtomicBool,
 }
 
@@ -92,7 +94,9 @@ impl NodeContext {
         state_dir: PathBuf,
         shutdown_command: String,
     ) -> NodeContext {
+        let aws = crate::aws::AwsEnv::for_node(&config, &node);
         NodeContext {
+            aws,
             config,
             node,
             incarnation,

@@ -96,6 +96,9 @@ pub struct Daemon {
     pub peer_tls: Option<peer::PeerTls>,
     pub peer_api: std::sync::Mutex<String>,
     pub peer_tls_rejected: std::sync::atomic::AtomicU64,
+    pub monitors: Vec<crate::monitors::runner::MonitorHandle>,
+    /// Keeps the "always active" watch of node-wide monitors open.
+    _always: watch::Sender<bool>,
     stop: watch::Sender<bool>,
 }
 
@@ -236,6 +239,50 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
         groups.push(handle);
     }
 
+    let (always_tx, always_rx) = watch::channel(true);
+    let (recovery_tx, recovery_rx) = tokio::sync::mpsc::channel(64);
+    let node_cfg = config.node_by_name(&node).ok_or_else(|| DaemonError::SelfNotFound(node.clone()))?;
+    let ec2_region = node_cfg.region().or_else(|| config.lease_region());
+    let ec2 = {
+        let mut b = aws_sdk_ec2::config::Builder::from(&aws);
+        if let Some(r) = ec2_region {
+            b = b.region(aws_config::Region::new(r));
+        }
+        aws_sdk_ec2::Client::from_conf(b.build())
+    };
+    let mut monitors = Vec::new();
+    for m in &config.monitors {
+        let target = m.recovery_target(&config);
+        let group = match &target {
+            crate::config::RecoveryTarget::Resource { group, .. } | crate::config::RecoveryTarget::Group(group) => {
+                Some(group.clone())
+            }
+            crate::config::RecoveryTarget::LocalGroups => None,
+        };
+        let handle = group.as_ref().and_then(|g| groups.iter().find(|h| h.name == *g));
+        if group.is_some() && handle.is_none() {
+            continue; // a monitor of a group this node does not serve
+        }
+        let resource = m.kind.resource().and_then(|r| handle.and_then(|h| h.resource(r)));
+        let check = match crate::monitors::build(m, node_cfg, Some(&ec2), resource) {
+            Ok(c) => c,
+            Err(e) => {
+                cx.events.record("", "monitor", e.code(), format!("monitor {} not started: {e}", m.name));
+                continue;
+            }
+        };
+        let active = handle.map_or_else(|| always_rx.clone(), |h| h.active.clone());
+        monitors.push(crate::monitors::runner::spawn(
+            &m.name,
+            check,
+            m.settings.clone(),
+            target,
+            active,
+            recovery_tx.clone(),
+        ));
+    }
+    drop(recovery_tx);
+
     let (stop, _) = watch::channel(false);
     let peer_tls = match peer::PeerTls::load(&config.secrets) {
         Ok(t) => Some(t),
@@ -256,8 +303,11 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
         peer_tls,
         peer_api,
         peer_tls_rejected: std::sync::atomic::AtomicU64::new(0),
+        monitors,
+        _always: always_tx,
         stop,
     });
+    tokio::spawn(recovery_loop(daemon.clone(), recovery_rx));
     api::serve(daemon.clone(), &opts.socket).await?;
     if let Some(tls) = daemon.peer_tls.clone()
         && let Some(me) = config.node_by_name(&node)
@@ -295,6 +345,46 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     daemon.cx.events.record("", "daemon", "", "tandemd stopped");
     let _ = std::fs::remove_file(&daemon.socket);
     Ok(())
+}
+
+/// Carries out the monitors' recovery requests (restart, failover, final action), recording each.
+async fn recovery_loop(
+    daemon: Arc<Daemon>,
+    mut rx: tokio::sync::mpsc::Receiver<crate::monitors::runner::RecoveryRequest>,
+) {
+    use crate::monitors::runner::Recovery;
+    while let Some(req) = rx.recv().await {
+        let why = format!("monitor {} ({}): [{}] {}", req.monitor, req.kind, req.code, req.message);
+        let group = match &req.recovery {
+            Recovery::Restart { group, .. } | Recovery::Failover { group } => group.as_str(),
+            _ => "",
+        };
+        daemon.cx.events.record(group, "recovery", req.code, format!("{}: {why}", req.recovery));
+        match req.recovery {
+            Recovery::Restart { group, resource } => {
+                if let Some(g) = daemon.group(&group) {
+                    g.send(Command::Restart { resource, why }).await;
+                }
+            }
+            Recovery::Failover { group } => {
+                if let Some(g) = daemon.group(&group) {
+                    g.send(Command::Failover { why }).await;
+                }
+            }
+            Recovery::FailoverLocal => {
+                for g in &daemon.groups {
+                    if g.view().role.is_running() {
+                        g.send(Command::Failover { why: why.clone() }).await;
+                    }
+                }
+            }
+            Recovery::Final { action } => match action {
+                crate::config::FinalAction::None => {}
+                crate::config::FinalAction::StopCluster => daemon.request_stop(),
+                crate::config::FinalAction::Shutdown => daemon.cx.shutdown_node(&why).await,
+            },
+        }
+    }
 }
 
 /// Records peer liveness transitions in the event log.

@@ -106,7 +106,22 @@ pub fn status(d: &Daemon) -> StatusReply {
         uptime_ms: u64::try_from(cx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         nodes,
         groups,
-        monitors: Vec::new(),
+        monitors: d
+            .monitors
+            .iter()
+            .map(|m| {
+                let st = m.state();
+                tandem_proto::control::MonitorStatus {
+                    name: st.name,
+                    kind: st.kind.into(),
+                    state: st.state.into(),
+                    message: match st.code {
+                        Some(code) if !st.message.is_empty() => format!("[{code}] {}", st.message),
+                        _ => st.message,
+                    },
+                }
+            })
+            .collect(),
         witness,
         lease_table: cx.store.table().to_string(),
         peer_tls_rejected: d.peer_tls_rejected.load(std::sync::atomic::Ordering::Relaxed),

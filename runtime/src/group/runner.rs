@@ -15,7 +15,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::wire::{GroupWire, NodeWire};
@@ -63,18 +63,30 @@ pub enum Command {
     ClearFailed,
     /// The node is leaving: hand the group to `target` (or stop it), then stay offline.
     Leave { target: Option<String>, done: oneshot::Sender<()> },
+    /// A monitor's recovery: stop and start one resource in place (fails over if it does not come back).
+    Restart { resource: String, why: String },
+    /// A monitor's recovery: stop the group here, mark this node failed for it; another server takes it.
+    Failover { why: String },
 }
 
 /// The daemon's handle on a runner.
 pub struct GroupHandle {
     pub name: String,
     pub index: usize,
+    /// True while the group is active on this node (monitors with `when = "active"` follow it).
+    pub active: watch::Receiver<bool>,
+    /// The resources as built (resource monitors probe these).
+    pub resources: Vec<(String, Arc<dyn GroupResource>)>,
     view: Arc<Mutex<GroupView>>,
     tx: mpsc::Sender<Command>,
     task: JoinHandle<()>,
 }
 
 impl GroupHandle {
+    pub fn resource(&self, name: &str) -> Option<Arc<dyn GroupResource>> {
+        self.resources.iter().find(|(n, _)| n == name).map(|(_, r)| r.clone())
+    }
+
     pub fn view(&self) -> GroupView {
         match self.view.lock() {
             Ok(v) => v.clone(),
@@ -95,7 +107,7 @@ impl Drop for GroupHandle {
 
 struct Slot {
     config: Resource,
-    imp: Box<dyn GroupResource>,
+    imp: Arc<dyn GroupResource>,
     state: &'static str,
     last_error: String,
 }
@@ -140,6 +152,7 @@ pub struct Runner {
     last_takeover: Option<Duration>,
     last_error: String,
     view: Arc<Mutex<GroupView>>,
+    active: watch::Sender<bool>,
 }
 
 impl Runner {
@@ -154,7 +167,7 @@ impl Runner {
         };
         let mut slots = Vec::new();
         for r in group.start_order() {
-            let imp = resources::build(r, &rcx)?;
+            let imp: Arc<dyn GroupResource> = Arc::from(resources::build_with(r, &rcx, cx.aws.as_ref())?);
             slots.push(Slot { config: r.clone(), imp, state: "stopped", last_error: String::new() });
         }
         let view = Arc::new(Mutex::new(GroupView {
@@ -171,6 +184,9 @@ impl Runner {
             last_error: String::new(),
         }));
         let now = Instant::now();
+        let (active_tx, active_rx) = watch::channel(false);
+        let built: Vec<(String, Arc<dyn GroupResource>)> =
+            slots.iter().map(|s| (s.config.name.clone(), s.imp.clone())).collect();
         let runner = Runner {
             ready_at: cx.started + cx.config.heartbeat.timeout,
             cx,
@@ -194,11 +210,12 @@ impl Runner {
             last_takeover: None,
             last_error: String::new(),
             view: view.clone(),
+            active: active_tx,
         };
         let (tx, rx) = mpsc::channel(16);
         let name = runner.group.name.clone();
         let task = tokio::spawn(runner.run(rx));
-        Ok(GroupHandle { name, index, view, tx, task })
+        Ok(GroupHandle { name, index, active: active_rx, resources: built, view, tx, task })
     }
 
     fn me(&self) -> Holder {
@@ -257,7 +274,73 @@ impl Runner {
                 self.leave(target).await;
                 let _ = done.send(());
             }
+            Command::Restart { resource, why } => {
+                if self.role == Role::Active {
+                    self.restart_resource(&resource, &why).await;
+                }
+            }
+            Command::Failover { why } => {
+                if self.role.is_running() {
+                    self.fail_over(&why).await;
+                }
+            }
         }
+    }
+
+    /// Stops the group here and marks this node failed for it, so another server takes it over.
+    async fn fail_over(&mut self, why: &str) {
+        self.cx.events.record(&self.group.name, "recovery", "", format!("failing over: {why}"));
+        self.stop_group(StopReason::Failed, true).await;
+        self.failed_here = true;
+        self.set_vouch(true);
+        self.set_role(Role::Failed, why);
+    }
+
+    /// Restarts one resource in place (stop, then start, each with its retries); fails over if it will not
+    /// start again.
+    async fn restart_resource(&mut self, resource: &str, why: &str) {
+        let Some(i) = self.slots.iter().position(|s| s.config.name == resource) else { return };
+        self.cx.events.record(&self.group.name, "recovery", "", format!("restarting resource {resource}: {why}"));
+        let inv = Invocation { lease_token: Some(self.token) };
+        self.slots[i].state = "stopping";
+        self.publish();
+        if let Err(e) = self.slots[i].imp.stop(&inv).await {
+            self.cx.events.record(&self.group.name, "resource", e.code(), format!("restart: stop of {resource}: {e}"));
+            self.fail_over(&format!("resource {resource} did not stop for its restart")).await;
+            return;
+        }
+        self.slots[i].state = "starting";
+        self.publish();
+        let attempts = 1 + self.slots[i].config.activation_retries;
+        for attempt in 1..=attempts {
+            let imp = self.slots[i].imp.clone();
+            match self.guarded(|_| async move { imp.start(&inv).await }).await {
+                Guarded::Done(Ok(())) => {
+                    self.slots[i].state = "running";
+                    self.slots[i].last_error.clear();
+                    self.publish();
+                    return;
+                }
+                Guarded::Done(Err(e)) => {
+                    self.cx.events.record(
+                        &self.group.name,
+                        "resource",
+                        e.code(),
+                        format!("restart: start of {resource} failed (attempt {attempt}/{attempts}): {e}"),
+                    );
+                    self.slots[i].last_error = e.to_string();
+                    if e.class() == ErrorClass::Fatal {
+                        break;
+                    }
+                }
+                Guarded::Fenced => {
+                    self.stop_group(StopReason::Fence("deadline during restart".into()), true).await;
+                    return;
+                }
+            }
+        }
+        self.slots[i].state = "failed";
+        self.fail_over(&format!("resource {resource} did not start again")).await;
     }
 
     async fn leave(&mut self, target: Option<String>) {
@@ -417,6 +500,7 @@ impl Runner {
         }
         self.cx.events.record(&self.group.name, "role", "", format!("{} -> {}: {why}", self.role, role));
         self.role = role;
+        self.active.send_replace(role == Role::Active);
         self.publish_wire();
         self.publish();
     }

@@ -29,6 +29,28 @@ pub const CODE_TIMEOUT: &str = "TDM-MON-010";
 /// A check of an AWS-calling kind that did not finish within the monitor's `timeout`: unknown.
 pub const CODE_AWS_TIMEOUT: &str = "TDM-MON-011";
 
+/// Every code of this module, in order (never renumbered; docs/monitors.md explains each with a fix hint).
+pub const CODES: [&str; 18] = [
+    "TDM-MON-001",
+    "TDM-MON-002",
+    "TDM-MON-003",
+    "TDM-MON-004",
+    CODE_TIMEOUT,
+    CODE_AWS_TIMEOUT,
+    tcp::CODE_TCP_FAILED,
+    ip::CODE_IP_NONE_ANSWERED,
+    custom::CODE_CUSTOM_FAILED,
+    custom::CODE_CUSTOM_SPAWN,
+    aws_az::CODE_AZ_NOT_AVAILABLE,
+    aws_az::CODE_AZ_NOT_FOUND,
+    aws_az::CODE_AZ_API,
+    aws_az::CODE_AZ_NOT_AUTHORIZED,
+    resource::CODE_VIP_MOVED,
+    resource::CODE_EIP_MOVED,
+    resource::CODE_DNS_MOVED,
+    resource::CODE_MIRROR_STOPPED,
+];
+
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -237,6 +259,22 @@ mod tests {
         assert_eq!(e.code(), "TDM-MON-002");
         let Ok(check) = build(&m, &node(), None, Some(Arc::new(Named("app", "aws_eip")))) else { panic!("refused") };
         assert_eq!((check.kind(), check.calls_aws()), ("aws_eip", true));
+    }
+
+    #[test]
+    fn codes_are_well_formed_ascending_and_distinct() {
+        let numbers: Vec<u32> = CODES
+            .iter()
+            .map(|c| c.strip_prefix("TDM-MON-").filter(|n| n.len() == 3).and_then(|n| n.parse().ok()).unwrap())
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{CODES:?}");
+        let errors = [
+            MonitorError::NoResource { monitor: "m".into(), kind: "aws_vip", resource: "r".into() },
+            MonitorError::WrongResource { monitor: "m".into(), kind: "aws_vip", resource: "r".into(), actual: "exec" },
+            MonitorError::NoAwsClient { monitor: "m".into(), node: "a".into() },
+            MonitorError::NoTargets { monitor: "m".into(), node: "a".into() },
+        ];
+        assert_eq!(errors.iter().map(MonitorError::code).collect::<Vec<_>>(), CODES[..4].to_vec());
     }
 
     #[test]

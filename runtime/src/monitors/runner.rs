@@ -218,6 +218,7 @@ impl Runner {
                     return;
                 }
                 if !*self.active.borrow_and_update() {
+                    self.failures = 0;
                     self.show(STATE_IDLE, None, String::new());
                     if self.active.wait_for(|a| *a).await.is_err() {
                         self.show(STATE_IDLE, None, "the target's group runner has stopped".into());
