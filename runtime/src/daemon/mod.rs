@@ -224,6 +224,16 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
             config.cluster.name, cx.incarnation
         ),
     );
+    if let crate::config::Fencing::StopInstance { .. } = config.arbitration.fencing {
+        // Accepted by the config model, not carried out yet: say so loudly. The lease alone still keeps a single
+        // active node; what is missing is the second layer for a frozen (not dead) holder.
+        cx.events.record(
+            "",
+            "daemon",
+            "TDM-NODE-015",
+            "arbitration.fencing = \"stop_instance\" is not implemented by this tandemd build; the lease alone arbitrates",
+        );
+    }
     tokio::spawn(watch_peers(cx.clone()));
     if !witnesses.is_empty() {
         tokio::spawn(witness_loop(witnesses, cx.heartbeat.clone(), witness_tx, cx.events.clone()));
@@ -267,7 +277,12 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
         let check = match crate::monitors::build(m, node_cfg, Some(&ec2), resource) {
             Ok(c) => c,
             Err(e) => {
-                cx.events.record("", "monitor", e.code(), format!("monitor {} not started: {e}", m.name));
+                cx.events.record(
+                    "",
+                    "monitor",
+                    "TDM-NODE-014",
+                    format!("monitor {} not started: [{}] {e}", m.name, e.code()),
+                );
                 continue;
             }
         };
