@@ -153,7 +153,8 @@ async fn unsupported_kinds_fail_to_build_as_fatal() {
 #[tokio::test]
 async fn exec_scripts_see_the_tandem_and_configured_environment() {
     let s = Scratch::new();
-    let dump = "env | grep -E '^(TANDEM_|APP_)' | LC_ALL=C sort > $dir/$TANDEM_ACTION.env";
+    // Only the variables tandemd sets (the test process's own TANDEM_* environment is inherited too).
+    let dump = "env | grep -E '^(TANDEM_(ACTION|CLUSTER|GROUP|NODE|RESOURCE|LEASE_TOKEN)=|APP_)' | LC_ALL=C sort > $dir/$TANDEM_ACTION.env";
     let start = s.script("start.sh", dump);
     let probe = s.script("probe.sh", &format!("{dump}\nexit 7"));
     let r = s.exec(&format!(
