@@ -2,12 +2,13 @@
 //! tests/support/moto-venv.sh): the ocf-tester sequence as node A, a move to node B, the calls one start makes,
 //! and the operator-facing failures. VIP binding is off: these tests never touch the host's interfaces.
 
+#[path = "support/moto.rs"]
+mod moto;
+
+use moto::Moto;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::config::{Credentials, Region};
@@ -44,47 +45,7 @@ async fn conformance(r: &dyn GroupResource) {
 
 // ---- moto -----------------------------------------------------------------------------------------------
 
-/// moto_server on a free loopback port; killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
 impl Moto {
-    fn start() -> Moto {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/moto-venv.sh");
-        let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("run moto-venv.sh");
-        assert!(out.status.success(), "{} failed", script.display());
-        let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let mut child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn moto_server");
-        let stderr = child.stderr.take().expect("moto stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
-                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    if let Ok(p) = port.parse::<u16>() {
-                        let _ = tx.send(p);
-                        sent = true;
-                    }
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(port) => Moto { child, port },
-            Err(_) => {
-                let _ = child.kill();
-                panic!("moto_server printed no address within 60 s");
-            }
-        }
-    }
-
     async fn clients(&self) -> AwsClients {
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
@@ -100,13 +61,6 @@ impl Moto {
             .load()
             .await;
         AwsClients::new(&sdk)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,9 +1,10 @@
 //! The lease store against a real moto server (pinned venv from tests/support/moto-venv.sh).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+#[path = "support/moto.rs"]
+mod moto;
+
+use moto::Moto;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
@@ -12,59 +13,6 @@ use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement
 use tandem_runtime::membership::lease::{
     Acquire, Holder, Lease, LeaseKeeper, LeaseState, LeaseStore, LeaseTiming, contender_wait,
 };
-
-/// moto_server on a free loopback port; killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/moto-venv.sh");
-        let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("run moto-venv.sh");
-        assert!(out.status.success(), "{} failed", script.display());
-        let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let mut child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn moto_server");
-        let stderr = child.stderr.take().expect("moto stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
-                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    if let Ok(p) = port.parse::<u16>() {
-                        let _ = tx.send(p);
-                        sent = true;
-                    }
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(port) => Moto { child, port },
-            Err(_) => {
-                let _ = child.kill();
-                panic!("moto_server printed no address within 60 s");
-            }
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn client(endpoint: &str) -> Client {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tandem_proto::control::control_server::{Control, ControlServer};
 use tandem_proto::control::{
-    ClusterStatusReply, ClusterStopRequest, CommandReply, Event, EventsReply, EventsRequest, GroupRequest, StatusReply,
+    ClusterStatusReply, ClusterStopRequest, CommandReply, EventsReply, EventsRequest, GroupRequest, StatusReply,
     StatusRequest,
 };
 use tokio::net::UnixListener;
@@ -144,23 +144,7 @@ impl Control for ControlService {
     }
 
     async fn events(&self, req: Request<EventsRequest>) -> Result<Response<EventsReply>, Status> {
-        let limit = usize::try_from(req.into_inner().limit).unwrap_or(usize::MAX);
-        let events = self
-            .daemon
-            .cx
-            .events
-            .newest(limit)
-            .into_iter()
-            .map(|e| Event {
-                unix_ms: e.unix_ms,
-                node: e.node,
-                group: e.group,
-                kind: e.kind.to_string(),
-                message: e.message,
-                code: e.code,
-            })
-            .collect();
-        Ok(Response::new(EventsReply { events }))
+        Ok(Response::new(super::events::reply(&self.daemon.cx.events, req.into_inner().limit)))
     }
 }
 

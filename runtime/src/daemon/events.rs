@@ -119,6 +119,24 @@ impl EventLog {
     }
 }
 
+/// The newest `limit` events as the control and peer APIs return them.
+pub fn reply(log: &EventLog, limit: u32) -> tandem_proto::control::EventsReply {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let events = log
+        .newest(limit)
+        .into_iter()
+        .map(|e| tandem_proto::control::Event {
+            unix_ms: e.unix_ms,
+            node: e.node,
+            group: e.group,
+            kind: e.kind.to_string(),
+            message: e.message,
+            code: e.code,
+        })
+        .collect();
+    tandem_proto::control::EventsReply { events }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

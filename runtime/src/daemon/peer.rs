@@ -18,7 +18,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tandem_proto::control::peer_client::PeerClient;
 use tandem_proto::control::peer_server::{Peer, PeerServer};
-use tandem_proto::control::{Event, EventsReply, EventsRequest, StatusReply, StatusRequest};
+use tandem_proto::control::{EventsReply, EventsRequest, StatusReply, StatusRequest};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -151,23 +151,7 @@ impl Peer for PeerService {
     }
 
     async fn events(&self, req: Request<EventsRequest>) -> Result<Response<EventsReply>, Status> {
-        let limit = usize::try_from(req.into_inner().limit).unwrap_or(usize::MAX);
-        let events = self
-            .daemon
-            .cx
-            .events
-            .newest(limit)
-            .into_iter()
-            .map(|e| Event {
-                unix_ms: e.unix_ms,
-                node: e.node,
-                group: e.group,
-                kind: e.kind.to_string(),
-                message: e.message,
-                code: e.code,
-            })
-            .collect();
-        Ok(Response::new(EventsReply { events }))
+        Ok(Response::new(super::events::reply(&self.daemon.cx.events, req.into_inner().limit)))
     }
 }
 

@@ -588,28 +588,7 @@ impl Runner {
                 if better_alive && now.saturating_duration_since(since) < 2 * contender_wait(self.cx.timing.ttl) {
                     return;
                 }
-                let ttl = self.cx.timing.ttl;
-                let me = self.me();
-                match tokio::time::timeout(
-                    self.cx.timing.renew_interval,
-                    self.cx.store.acquire(&self.group.name, &me, ttl),
-                )
-                .await
-                {
-                    Ok(Ok(Acquire::Acquired(lease))) => {
-                        self.cx.events.record(
-                            &self.group.name,
-                            "lease",
-                            "",
-                            format!("took over the lease from {} (token {})", h.node, lease.token),
-                        );
-                        self.start_group(lease, Some(since)).await;
-                    }
-                    Ok(Ok(Acquire::Busy { .. })) => {}
-                    Ok(Err(LeaseError::LostRace { .. })) => {}
-                    Ok(Err(e)) => self.note_error(e.code(), &e.to_string()),
-                    Err(_) => self.note_error("TDM-LEASE-005", "lease acquisition timed out"),
-                }
+                self.try_acquire(Some((h.node.clone(), since))).await;
             }
             None => {
                 // Free (released, or never taken).
@@ -637,30 +616,40 @@ impl Runner {
                 if !(self.my_turn_for_free(record.as_ref(), snap, now) || waited_out) {
                     return;
                 }
-                let ttl = self.cx.timing.ttl;
-                let me = self.me();
-                match tokio::time::timeout(
-                    self.cx.timing.renew_interval,
-                    self.cx.store.acquire_if_free(&self.group.name, &me, ttl),
-                )
-                .await
-                {
-                    Ok(Ok(Acquire::Acquired(lease))) => {
-                        self.cx.events.record(
-                            &self.group.name,
-                            "lease",
-                            "",
-                            format!("acquired the free lease (token {})", lease.token),
-                        );
-                        self.start_group(lease, None).await;
-                    }
-                    Ok(Ok(Acquire::Busy { .. })) | Ok(Err(LeaseError::LostRace { .. })) => {
-                        self.next_read = now;
-                    }
-                    Ok(Err(e)) => self.note_error(e.code(), &e.to_string()),
-                    Err(_) => self.note_error("TDM-LEASE-005", "lease acquisition timed out"),
+                self.try_acquire(None).await;
+            }
+        }
+    }
+
+    /// Tries to take the lease: over from `lost` (the holder we lost, and when) or, without it, only if free.
+    /// Starts the group when it is ours.
+    async fn try_acquire(&mut self, lost: Option<(String, Instant)>) {
+        let (ttl, me) = (self.cx.timing.ttl, self.me());
+        let store = self.cx.store.clone();
+        let call = async {
+            if lost.is_some() {
+                store.acquire(&self.group.name, &me, ttl).await
+            } else {
+                store.acquire_if_free(&self.group.name, &me, ttl).await
+            }
+        };
+        match tokio::time::timeout(self.cx.timing.renew_interval, call).await {
+            Ok(Ok(Acquire::Acquired(lease))) => {
+                let how = match &lost {
+                    Some((from, _)) => format!("took over the lease from {from} (token {})", lease.token),
+                    None => format!("acquired the free lease (token {})", lease.token),
+                };
+                self.cx.events.record(&self.group.name, "lease", "", how);
+                self.start_group(lease, lost.map(|(_, since)| since)).await;
+            }
+            Ok(Ok(Acquire::Busy { .. })) | Ok(Err(LeaseError::LostRace { .. })) => {
+                // Someone else wrote it: read again at once rather than after a renew interval.
+                if lost.is_none() {
+                    self.next_read = Instant::now();
                 }
             }
+            Ok(Err(e)) => self.note_error(e.code(), &e.to_string()),
+            Err(_) => self.note_error("TDM-LEASE-005", "lease acquisition timed out"),
         }
     }
 
@@ -678,8 +667,15 @@ impl Runner {
         if now < self.ready_at {
             return false;
         }
+        // A higher-priority server that is up goes first, also while it is still starting (offline, not
+        // leaving): otherwise the node whose daemon happens to be ready first would win the initial placement.
         let my_prio = self.group.priority_of(&self.cx.node).unwrap_or(usize::MAX);
-        !self.group.servers.iter().take(my_prio).any(|s| s != &self.cx.node && self.eligible(snap, s))
+        !self.group.servers.iter().take(my_prio).any(|s| {
+            s != &self.cx.node
+                && self.liveness(snap, s) == Liveness::Up
+                && !self.peer_leaving(snap, s)
+                && self.peer_wire(snap, s).is_some_and(|g| matches!(g.role, Role::Standby | Role::Offline))
+        })
     }
 
     /// The deadline by which the group must be stopped here, and why it may run until then.
