@@ -1,7 +1,10 @@
 //! tandem runtime library: the contracts shared by the Terraform provider and the node daemon.
 //!
-//! Today it holds the network address rules both sides enforce (the provider at plan time, the runtime when
-//! it loads a cluster config); the cluster config model, membership, groups and the daemons follow.
+//! - [`config`]: the cluster config model, the one contract the provider renders and tandemd reads; [`net`]: the
+//!   address rules both sides enforce.
+//! - [`membership`]: heartbeats, the DynamoDB lease, the witnesses; [`group`]: the failover group runner;
+//!   [`resources`] and [`monitors`]: one trait each, one file per kind; [`aws`]: the node's AWS clients and ENI.
+//! - [`daemon`]: tandemd's wiring, control and peer APIs, metrics, event log (binaries `tandemd`, `tandemctl`).
 
 pub mod aws;
 pub mod config;
