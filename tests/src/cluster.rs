@@ -97,7 +97,6 @@ pub struct Cluster {
     pub witness: Option<Witness>,
     pub dir: tempfile::TempDir,
     pub journal: PathBuf,
-    pub config: PathBuf,
     tandemd: PathBuf,
     tandemctl: PathBuf,
     moto_port: u16,
@@ -127,8 +126,7 @@ impl Cluster {
         let key = dir.path().join("heartbeat.key");
         std::fs::write(&key, b"fault-test heartbeat key, 32 byt")?;
         write_certs(dir.path(), &bed, opts.nodes)?;
-        let config = dir.path().join("cluster.hcl");
-        let text = render_config(&opts, &bed, witness.as_ref(), &key, &journal);
+        let text = render_config(&opts, &bed, witness.as_ref(), &journal);
         // One config per node, as tandem_cluster renders them: only the node's own certificate paths differ.
         for i in 0..opts.nodes {
             let secrets = format!(
@@ -140,7 +138,6 @@ impl Cluster {
             );
             std::fs::write(dir.path().join(format!("cluster-{}.hcl", name(i))), text.replace(SECRETS_MARK, &secrets))?;
         }
-        std::fs::write(&config, text.replace(SECRETS_MARK, ""))?;
         let mut c = Cluster {
             nodes: (0..opts.nodes).map(|_| None).collect(),
             bed,
@@ -148,7 +145,6 @@ impl Cluster {
             witness,
             dir,
             journal,
-            config,
             tandemd,
             tandemctl,
             moto_port,
@@ -291,6 +287,13 @@ impl Cluster {
         }
     }
 
+    /// Eight busy loops in node i's namespace (killed with the returned process): CPU starvation.
+    pub fn cpu_hog(&self, i: usize) -> Result<NodeProcess> {
+        let mut hog = self.bed.command(i, Path::new("/bin/sh"));
+        hog.args(["-c", "for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait"]);
+        Ok(NodeProcess::spawn(hog, self.dir.path().join(format!("hog-{}.log", name(i))))?)
+    }
+
     /// Node i's role for the group, from its own status.
     pub fn role(&self, i: usize) -> Result<String> {
         let s = self.status(i)?;
@@ -327,8 +330,7 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, key: &Path, journal: &Path) -> String {
-    let _ = key;
+fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, journal: &Path) -> String {
     let mut c = format!("cluster \"faults\" {{}}\n\n{SECRETS_MARK}\n");
     for i in 0..opts.nodes {
         let az = ["us-east-1a", "us-east-1b", "us-east-1c"][i % 3];

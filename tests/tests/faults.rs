@@ -201,9 +201,7 @@ fn cpu_starved_active_keeps_the_group_without_overlap() -> Result<()> {
     let c = Cluster::start(Options::default())?;
     let a = c.active()?;
     // Four busy loops per core in the active's namespace for 10 s, competing with tandemd for the CPU.
-    let mut hog = c.bed.command(a, std::path::Path::new("/bin/sh"));
-    hog.args(["-c", "for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait"]);
-    let mut hog = tandem_tests::nodes::NodeProcess::spawn(hog, c.dir.path().join("hog.log"))?;
+    let mut hog = c.cpu_hog(a)?;
     std::thread::sleep(Duration::from_secs(10));
     hog.kill();
     std::thread::sleep(SETTLE);

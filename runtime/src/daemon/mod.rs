@@ -20,9 +20,7 @@ use tokio::sync::{oneshot, watch};
 use self::context::{NodeContext, StatePublisher, WitnessState};
 use self::events::EventLog;
 use crate::config::{self, Config};
-use crate::group::Role;
 use crate::group::runner::{Command, GroupHandle, Runner};
-use crate::group::wire::NodeWire;
 use crate::membership::heartbeat::packet::HeartbeatKey;
 use crate::membership::heartbeat::peer::Liveness;
 use crate::membership::heartbeat::{Heartbeats, Plan, Snapshot};
@@ -118,12 +116,7 @@ impl Daemon {
 
     /// A peer that can take group `index` now: up, standby for it, not leaving.
     pub fn eligible_peer(&self, index: usize, node: &str) -> bool {
-        let snap = self.snapshot();
-        snap.peer(node).is_some_and(|p| {
-            p.liveness == Liveness::Up
-                && NodeWire::decode(&p.state)
-                    .is_some_and(|w| !w.leaving() && w.group(index).is_some_and(|g| g.role == Role::Standby))
-        })
+        crate::group::eligible_peer(&self.snapshot(), index, node)
     }
 
     /// The highest-priority peer that can take group `index` now.

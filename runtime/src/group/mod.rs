@@ -80,6 +80,15 @@ impl fmt::Display for Role {
     }
 }
 
+/// A peer that can take group `index` now, as its heartbeats say: up, standby for the group, not leaving.
+pub fn eligible_peer(snap: &crate::membership::heartbeat::Snapshot, index: usize, node: &str) -> bool {
+    snap.peer(node).is_some_and(|p| {
+        p.liveness == crate::membership::heartbeat::peer::Liveness::Up
+            && wire::NodeWire::decode(&p.state)
+                .is_some_and(|w| !w.leaving() && w.group(index).is_some_and(|g| g.role == Role::Standby))
+    })
+}
+
 /// Errors of the group runner; `code()` is stable (docs/troubleshooting.md).
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
@@ -101,8 +110,6 @@ pub enum GroupError {
     NoTarget { group: String },
     #[error("group {group}: lease store: {detail}")]
     Store { group: String, detail: String },
-    #[error("group {group}: {what} did not complete within {seconds} s")]
-    Timeout { group: String, what: String, seconds: u64 },
 }
 
 impl GroupError {
@@ -117,7 +124,6 @@ impl GroupError {
             GroupError::NotAServer { .. } => "TDM-GRP-007",
             GroupError::NoTarget { .. } => "TDM-GRP-008",
             GroupError::Store { .. } => "TDM-GRP-009",
-            GroupError::Timeout { .. } => "TDM-GRP-010",
         }
     }
 }

@@ -438,9 +438,7 @@ impl Runner {
 
     /// A live peer that can take the group: up, standby for it, not leaving.
     fn eligible(&self, snap: &Snapshot, node: &str) -> bool {
-        self.liveness(snap, node) == Liveness::Up
-            && self.peer_wire(snap, node).is_some_and(|g| g.role == Role::Standby)
-            && !self.peer_leaving(snap, node)
+        super::eligible_peer(snap, self.index, node)
     }
 
     /// The end of the extension every other server's vouch gives us (None unless all of them vouch).

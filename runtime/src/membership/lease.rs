@@ -490,30 +490,27 @@ impl LeaseStore {
 
     /// Asks the holder to hand the group to `target` (None withdraws the request). Creates the item if needed.
     pub async fn request_move(&self, group: &str, target: Option<&str>) -> Result<(), LeaseError> {
-        let req = self.client.update_item().table_name(&self.table).key(A_GROUP, s(group));
-        let req = match target {
-            Some(t) => req.update_expression("SET #tg = :tg ADD #v :one").expression_attribute_values(":tg", s(t)),
-            None => req.update_expression("REMOVE #tg ADD #v :one"),
-        };
-        req.expression_attribute_names("#tg", A_TARGET)
-            .expression_attribute_names("#v", A_VERSION)
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.classify("UpdateItem", e))
+        self.operator_request(group, A_TARGET, target.map(s)).await
     }
 
     /// Marks the group stopped by the operator (the holder stops and releases; nobody acquires) or started.
     pub async fn set_stopped(&self, group: &str, stopped: bool) -> Result<(), LeaseError> {
+        self.operator_request(group, A_STOPPED, stopped.then_some(AttributeValue::Bool(true))).await
+    }
+
+    /// Sets (or, with None, removes) one operator-request attribute, bumping the version like every write.
+    async fn operator_request(
+        &self,
+        group: &str,
+        attribute: &str,
+        value: Option<AttributeValue>,
+    ) -> Result<(), LeaseError> {
         let req = self.client.update_item().table_name(&self.table).key(A_GROUP, s(group));
-        let req = if stopped {
-            req.update_expression("SET #s = :s ADD #v :one")
-                .expression_attribute_values(":s", AttributeValue::Bool(true))
-        } else {
-            req.update_expression("REMOVE #s ADD #v :one")
+        let req = match value {
+            Some(v) => req.update_expression("SET #a = :a ADD #v :one").expression_attribute_values(":a", v),
+            None => req.update_expression("REMOVE #a ADD #v :one"),
         };
-        req.expression_attribute_names("#s", A_STOPPED)
+        req.expression_attribute_names("#a", attribute)
             .expression_attribute_names("#v", A_VERSION)
             .expression_attribute_values(":one", n(1))
             .send()

@@ -95,9 +95,7 @@ fn soak(seconds: u64, fast: bool) -> Result<()> {
     let a = c.active()?;
     c.bed.loss(0, 30, Some(HEARTBEAT_PORT))?;
     c.bed.loss(1, 30, Some(HEARTBEAT_PORT))?;
-    let mut hog = c.bed.command(a, std::path::Path::new("/bin/sh"));
-    hog.args(["-c", "for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait"]);
-    let mut hog = tandem_tests::nodes::NodeProcess::spawn(hog, c.dir.path().join("hog.log"))?;
+    let mut hog = c.cpu_hog(a)?;
     let timing = if fast { "fast timing (100 ms / 500 ms, ttl 1 s)" } else { "default timing (1 s / 5 s, ttl 5 s)" };
     println!("soak: {seconds} s, {timing}, 30 % heartbeat loss both ways, 8 busy loops on the active {}", name(a));
     std::thread::sleep(Duration::from_secs(seconds));
