@@ -4,6 +4,7 @@
 //!   address rules both sides enforce.
 //! - [`membership`]: heartbeats, the DynamoDB lease, the witnesses; [`group`]: the failover group runner;
 //!   [`resources`] and [`monitors`]: one trait each, one file per kind; [`aws`]: the node's AWS clients and ENI.
+//! - [`mirror`]: the mirror disk's block store and NBD export.
 //! - [`daemon`]: tandemd's wiring, control and peer APIs, metrics, event log (binaries `tandemd`, `tandemctl`).
 
 pub mod aws;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod group;
 pub mod membership;
+pub mod mirror;
 pub mod monitors;
 pub mod net;
 pub mod resources;

@@ -455,15 +455,24 @@ async fn dns_record_follows_the_active_node() {
 // ---- the API endpoint is down ----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_endpoint_is_soft() {
+async fn unreachable_endpoint_is_soft_and_stops_leave_the_address_in_place() {
     let moto = Moto::start();
     let w = World::build(&moto).await;
     let config = AwsEip::new(&w.allocation);
     let env = w.env("a");
     let a = AwsEipResource::new("eip", &config, &cx("a"), &env);
+    a.start(&LEASED).await.expect("A active");
+    let dns = AwsDnsResource::new("name", &AwsDns::new(&w.zone, RECORD), &cx("a"), &env);
+    dns.start(&LEASED).await.expect("record written");
     drop(moto);
     let e = a.probe(&UNLEASED).await.expect_err("endpoint down");
     assert_eq!((e.class, e.code()), (ErrorClass::Soft, "TDM-AWS-101"), "{e}");
+    let e = a.start(&LEASED).await.expect_err("start needs AWS");
+    assert_eq!(e.code(), "TDM-AWS-101", "{e}");
+    // A stop that cannot reach AWS succeeds (TDM-AWS-142, logged): the next owner takes the address over, and a
+    // failed stop would get the node shut down over an API outage.
+    assert_eq!(a.stop(&LEASED).await, Ok(()), "aws_eip stop with AWS down");
+    assert_eq!(dns.stop(&LEASED).await, Ok(()), "aws_dns stop with AWS down");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

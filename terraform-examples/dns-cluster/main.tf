@@ -104,6 +104,15 @@ resource "tandem_cluster" "this" {
     name = "zone"
     kind = "aws_az"
   }
+
+  # On the active node only, read-only: the record set exists and holds this node's IP.
+  # Someone changing it by hand is an error; recovery restarts the resource, which puts it back. An AWS API
+  # that fails or throttles is "unknown": a warning, never a failover (on_aws_error = "warn").
+  monitor {
+    name     = "dns"
+    kind     = "aws_dns"
+    resource = "dns"
+  }
 }
 
 resource "tandem_route53_zone" "private" {

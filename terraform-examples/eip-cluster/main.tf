@@ -89,6 +89,15 @@ resource "tandem_cluster" "this" {
     name = "zone"
     kind = "aws_az"
   }
+
+  # On the active node only, read-only: the Elastic IP is associated with this node's ENI.
+  # Someone changing it by hand is an error; recovery restarts the resource, which puts it back. An AWS API
+  # that fails or throttles is "unknown": a warning, never a failover (on_aws_error = "warn").
+  monitor {
+    name     = "eip"
+    kind     = "aws_eip"
+    resource = "eip"
+  }
 }
 
 # The service address. The runtime moves it between the nodes; Terraform makes only the initial

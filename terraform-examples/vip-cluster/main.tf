@@ -99,6 +99,15 @@ resource "tandem_cluster" "this" {
     name = "zone"
     kind = "aws_az"
   }
+
+  # On the active node only, read-only: the VIP is bound here and every VIP route targets this node's ENI.
+  # Someone changing it by hand is an error; recovery restarts the resource, which puts it back. An AWS API
+  # that fails or throttles is "unknown": a warning, never a failover (on_aws_error = "warn").
+  monitor {
+    name     = "vip"
+    kind     = "aws_vip"
+    resource = "vip"
+  }
 }
 
 # The VIP route in every route table, initially to node 1, so clients reach the service before tandemd

@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use serde_json::Value;
 use crate::journal;
 use crate::moto::Moto;
 use crate::netns::Testbed;
-use crate::nodes::{NodeProcess, wait_until};
+use crate::nodes::{NodeProcess, tandemctl, tandemctl_status, wait_until};
 use crate::provider::workspace_binary;
 
 pub const GROUP: &str = "g";
@@ -65,7 +64,7 @@ pub struct Witness {
 }
 
 impl Witness {
-    fn start(bed: &Testbed) -> std::io::Result<Witness> {
+    pub fn start(bed: &Testbed) -> std::io::Result<Witness> {
         let listener = TcpListener::bind((bed.host_addr(), 0))?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -227,11 +226,7 @@ impl Cluster {
     }
 
     fn status_of(&self, sock: &Path) -> Result<Value> {
-        let out = Command::new(&self.tandemctl).arg("--socket").arg(sock).args(["status", "--json"]).output()?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
-        }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        tandemctl_status(&self.tandemctl, sock)
     }
 
     pub fn status(&self, i: usize) -> Result<Value> {
@@ -240,12 +235,7 @@ impl Cluster {
 
     /// Runs tandemctl against node i.
     pub fn ctl(&self, i: usize, args: &[&str]) -> Result<std::process::Output> {
-        Ok(Command::new(&self.tandemctl)
-            .arg("--socket")
-            .arg(self.socket(i))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()?)
+        Ok(tandemctl(&self.tandemctl, &self.socket(i), args)?)
     }
 
     /// Nodes with an open interval in the journal (started, not stopped or died).
@@ -302,19 +292,14 @@ impl Cluster {
 
     /// Panics with the journal and the nodes' logs when two nodes ever ran the group at once.
     pub fn assert_no_overlap(&self) {
-        let text = std::fs::read_to_string(&self.journal).unwrap_or_default();
-        let overlaps = journal::parse(&text)
-            .and_then(|e| journal::intervals(&e))
-            .map(|ivs| journal::overlaps(&ivs))
-            .unwrap_or_else(|e| panic!("journal unreadable: {e}\n{text}"));
-        if !overlaps.is_empty() {
+        if let Some(report) = journal::overlap_report(&self.journal) {
             let logs: String = (0..self.nodes.len())
                 .map(|i| {
                     let p = self.dir.path().join(format!("{}.log", name(i)));
                     format!("--- {} ---\n{}\n", name(i), tail(&p, 40))
                 })
                 .collect();
-            panic!("overlapping active intervals: {overlaps:?}\njournal:\n{text}\n{logs}");
+            panic!("{report}\n{logs}");
         }
     }
 

@@ -116,25 +116,34 @@ pub fn overlaps(intervals: &[Interval]) -> Vec<(Interval, Interval)> {
 /// Panics with the overlapping intervals and the whole journal (times relative to its first line) when two nodes
 /// were active at once, or when the journal cannot be read or is malformed.
 pub fn assert_no_overlap(path: &Path) {
+    if let Some(report) = overlap_report(path) {
+        panic!("{report}");
+    }
+}
+
+/// `None` when no two nodes were ever active at once; otherwise the overlapping intervals and the whole journal
+/// (times relative to its first line), or why the journal cannot be read.
+pub fn overlap_report(path: &Path) -> Option<String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) => panic!("reading journal {}: {e}", path.display()),
+        Err(e) => return Some(format!("reading journal {}: {e}", path.display())),
     };
     let result = parse(&text).and_then(|events| intervals(&events).map(|iv| (events, iv)));
     let (events, intervals) = match result {
         Ok(parsed) => parsed,
-        Err(e) => panic!("journal {}: {e}\n{text}", path.display()),
+        Err(e) => return Some(format!("journal {}: {e}\n{text}", path.display())),
     };
     let found = overlaps(&intervals);
-    if !found.is_empty() {
-        let pairs: Vec<String> = found.iter().map(|(a, b)| format!("  {a}\n  overlaps {b}")).collect();
-        panic!(
-            "two nodes were active at the same time (journal {}):\n{}\njournal (ms since first event):\n{}",
-            path.display(),
-            pairs.join("\n"),
-            listing(&events)
-        );
+    if found.is_empty() {
+        return None;
     }
+    let pairs: Vec<String> = found.iter().map(|(a, b)| format!("  {a}\n  overlaps {b}")).collect();
+    Some(format!(
+        "two nodes were active at the same time (journal {}):\n{}\njournal (ms since first event):\n{}",
+        path.display(),
+        pairs.join("\n"),
+        listing(&events)
+    ))
 }
 
 /// The journal with times in ms relative to its first event, in time order.

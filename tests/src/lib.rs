@@ -2,10 +2,12 @@
 //! provider binary built once and installed into a filesystem mirror, and the real `terraform` CLI run in
 //! throw-away directories — the terraform-plugin-testing discipline, driven from Rust.
 
+pub mod aws_proxy;
 pub mod moto;
 pub mod provider;
 pub mod terraform;
 
+pub use aws_proxy::{Fault, FaultProxy, Service};
 pub use moto::Moto;
 pub use terraform::{Env, Workdir};
 
@@ -27,4 +29,6 @@ pub fn workspace_root() -> std::path::PathBuf {
 pub mod cluster;
 pub mod journal;
 pub mod netns;
+pub mod node_config;
 pub mod nodes;
+pub mod topology;

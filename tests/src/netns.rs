@@ -203,6 +203,21 @@ impl Testbed {
         cmd
     }
 
+    /// Gives node `i`'s eth0 a further address (`addr/prefix`, e.g. the private IP a Terraform example chose for
+    /// the node) and an on-link route to `onlink` (e.g. the example's VPC range), so that nodes reach each other's
+    /// further addresses over the bridge, from that address (`src`: as on the instance, where it is the only one).
+    /// The bed's own addresses and faults are unchanged.
+    pub fn add_node_address(&self, i: usize, addr: &str, onlink: &str) -> Result<(), TestbedError> {
+        let ns = self.ns(i);
+        let src = addr.split('/').next().unwrap_or(addr);
+        run("ip", &["-n", ns, "addr", "add", addr, "dev", "eth0"])?;
+        match run("ip", &["-n", ns, "route", "add", onlink, "dev", "eth0", "src", src]) {
+            // The subnet route of `addr` may already be `onlink` itself.
+            Err(TestbedError::Command { stderr, .. }) if stderr.contains("File exists") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// Pids of every process in node `i`'s namespace.
     pub fn pids(&self, i: usize) -> Result<Vec<u32>, TestbedError> {
         netns_pids(self.ns(i))

@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often [`wait_until`] and [`NodeProcess::terminate`] poll.
@@ -210,6 +210,20 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) ->
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// `tandemctl --socket SOCK ARGS`, stdin closed.
+pub fn tandemctl(bin: &Path, sock: &Path, args: &[&str]) -> io::Result<Output> {
+    Command::new(bin).arg("--socket").arg(sock).args(args).stdin(Stdio::null()).output()
+}
+
+/// `tandemctl status --json` of the node behind `sock`; the error is tandemctl's message.
+pub fn tandemctl_status(bin: &Path, sock: &Path) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let out = tandemctl(bin, sock, &["status", "--json"])?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ pub const CODE_ENI_OUTSIDE_VPC: &str = "TDM-AWS-125";
 pub const CODE_EIP_NOT_OURS: &str = "TDM-AWS-130";
 pub const CODE_DNS_NOT_INSYNC: &str = "TDM-AWS-140";
 pub const CODE_RECORD_NOT_OURS: &str = "TDM-AWS-141";
+/// A stop could not reach AWS (or was refused): the EIP / record stays in place for the next owner to take over.
+pub const CODE_STOP_LEFT_IN_PLACE: &str = "TDM-AWS-142";
 
 /// Every code of this module, for the docs and the uniqueness test.
 pub const CODES: [&str; 20] = [

@@ -27,7 +27,9 @@ fn group_status(e: &GroupError) -> Status {
     let text = format!("[{}] {e}", e.code());
     match e {
         GroupError::UnknownGroup { .. } => Status::not_found(text),
-        GroupError::NotAServer { .. } | GroupError::NoTarget { .. } => Status::failed_precondition(text),
+        GroupError::NotAServer { .. } | GroupError::NoTarget { .. } | GroupError::TargetNotReady { .. } => {
+            Status::failed_precondition(text)
+        }
         _ => Status::unavailable(text),
     }
 }
@@ -92,6 +94,20 @@ impl Control for ControlService {
                     node: target,
                     servers: cfg.servers.join(", "),
                 }));
+            }
+            if target != current {
+                let me = &self.daemon.cx.node;
+                let my_role = self.daemon.group(&group).map_or(crate::group::Role::Offline, |g| g.view().role);
+                let snap = self.daemon.snapshot();
+                if let Some(state) = crate::group::wont_take(&snap, index, &target, me, my_role) {
+                    // Refused at once: a request the target would never act on would only time out.
+                    let hint = if state == crate::group::Role::Failed.name() {
+                        format!("; clear its failed mark with `tandemctl group start {group}` on {target}")
+                    } else {
+                        String::new()
+                    };
+                    return Err(group_status(&GroupError::TargetNotReady { group, node: target, state, hint }));
+                }
             }
             target
         };

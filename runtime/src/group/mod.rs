@@ -89,6 +89,31 @@ pub fn eligible_peer(snap: &crate::membership::heartbeat::Snapshot, index: usize
     })
 }
 
+/// Why `node` will not take group `index` unless something changes (None: it will, or may soon), as this node
+/// sees it: `me` is this node, `my_role` its role; a peer's state comes from its heartbeats. A server that is
+/// still starting (offline) or busy is not refused: it takes a move request once it is standby.
+pub fn wont_take(
+    snap: &crate::membership::heartbeat::Snapshot,
+    index: usize,
+    node: &str,
+    me: &str,
+    my_role: Role,
+) -> Option<String> {
+    use crate::membership::heartbeat::peer::Liveness;
+    if node == me {
+        return (my_role == Role::Failed).then(|| my_role.name().to_string());
+    }
+    let Some(p) = snap.peer(node) else { return Some("not a node of this cluster".into()) };
+    if p.liveness == Liveness::Down {
+        return Some("down (no heartbeats)".into());
+    }
+    let w = wire::NodeWire::decode(&p.state)?;
+    if w.leaving() {
+        return Some("leaving the cluster".into());
+    }
+    w.group(index).map(|g| g.role).filter(|r| *r == Role::Failed).map(|r| r.name().to_string())
+}
+
 /// Errors of the group runner; `code()` is stable (docs/troubleshooting.md).
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
@@ -110,6 +135,8 @@ pub enum GroupError {
     NoTarget { group: String },
     #[error("group {group}: lease store: {detail}")]
     Store { group: String, detail: String },
+    #[error("group {group}: {node} cannot take the group now: it is {state}{hint}")]
+    TargetNotReady { group: String, node: String, state: String, hint: String },
 }
 
 impl GroupError {
@@ -124,6 +151,8 @@ impl GroupError {
             GroupError::NotAServer { .. } => "TDM-GRP-007",
             GroupError::NoTarget { .. } => "TDM-GRP-008",
             GroupError::Store { .. } => "TDM-GRP-009",
+            // 010 was used by a removed variant: codes are never reused.
+            GroupError::TargetNotReady { .. } => "TDM-GRP-011",
         }
     }
 }
@@ -131,6 +160,52 @@ impl GroupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(
+        node: &str,
+        liveness: crate::membership::heartbeat::peer::Liveness,
+        wire: Option<wire::NodeWire>,
+    ) -> crate::membership::heartbeat::PeerStatus {
+        crate::membership::heartbeat::PeerStatus {
+            node: node.into(),
+            liveness,
+            links: Vec::new(),
+            state: wire.map(|w| w.encode()).unwrap_or_default(),
+            echo_sent: None,
+            last_heard: None,
+        }
+    }
+
+    fn node_wire(role: Role, flags: u8) -> Option<wire::NodeWire> {
+        Some(wire::NodeWire { flags, groups: vec![wire::GroupWire { role, vouch: false }] })
+    }
+
+    #[test]
+    fn a_move_target_is_refused_only_when_it_will_not_take_the_group() {
+        use crate::membership::heartbeat::peer::Liveness;
+        let snap = crate::membership::heartbeat::Snapshot {
+            peers: vec![
+                peer("standby", Liveness::Up, node_wire(Role::Standby, 0)),
+                peer("starting", Liveness::Up, node_wire(Role::Offline, 0)),
+                peer("quiet", Liveness::Up, None),
+                peer("failed", Liveness::Up, node_wire(Role::Failed, 0)),
+                peer("leaving", Liveness::Up, node_wire(Role::Standby, wire::NODE_LEAVING)),
+                peer("down", Liveness::Down, node_wire(Role::Standby, 0)),
+            ],
+            unattributed: Vec::new(),
+            send_errors: 0,
+        };
+        let says = |node: &str| wont_take(&snap, 0, node, "me", Role::Standby);
+        assert_eq!(says("standby"), None);
+        assert_eq!(says("starting"), None, "a server still starting takes the request once standby");
+        assert_eq!(says("quiet"), None);
+        assert_eq!(says("failed").as_deref(), Some("failed"));
+        assert_eq!(says("leaving").as_deref(), Some("leaving the cluster"));
+        assert_eq!(says("down").as_deref(), Some("down (no heartbeats)"));
+        assert_eq!(says("stranger").as_deref(), Some("not a node of this cluster"));
+        assert_eq!(says("me"), None);
+        assert_eq!(wont_take(&snap, 0, "me", "me", Role::Failed).as_deref(), Some("failed"));
+    }
 
     #[test]
     fn role_codes_round_trip() {

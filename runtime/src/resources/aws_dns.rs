@@ -6,6 +6,8 @@
 //! - stop: with `delete_on_deactivate`, DELETE the record only while it still holds our value, in one change
 //!   batch carrying the exact current values (Route 53 refuses a DELETE whose values differ, so a record another
 //!   node has just UPSERTed survives even a race). A record that is not ours is left alone (TDM-AWS-141, logged).
+//!   When Route 53 cannot be asked, the stop succeeds and leaves the record (TDM-AWS-142, logged): the next owner
+//!   rewrites it, and a failed stop would get this node shut down.
 //! - probe: the record exists and holds our IP → `Running`. Without `delete_on_deactivate` the record outlives a
 //!   stop, so the resource also remembers (in memory) whether it was started here.
 //!
@@ -22,7 +24,9 @@ use aws_sdk_route53::types::{
 };
 
 use super::{ErrorClass, GroupResource, Invocation, Probe, ResourceContext, ResourceError};
-use crate::aws::{AwsEnv, AwsFailure, CODE_DNS_NOT_INSYNC, CODE_RECORD_NOT_OURS, CODE_REJECTED, Calls};
+use crate::aws::{
+    AwsEnv, AwsFailure, CODE_DNS_NOT_INSYNC, CODE_RECORD_NOT_OURS, CODE_REJECTED, CODE_STOP_LEFT_IN_PLACE, Calls,
+};
 use crate::config::AwsDns;
 
 /// How long a start or stop waits for Route 53 to report the change INSYNC (it is usually < 60 s).
@@ -166,6 +170,40 @@ impl AwsDnsResource {
             .build()
             .map_err(build)
     }
+
+    /// Stop's work: DELETE the record while it still holds our value.
+    async fn delete_if_ours(&self) -> Result<(), ResourceError> {
+        let current = match self.find().await {
+            Ok(c) => c,
+            Err(e) if e.class == ErrorClass::Fatal => {
+                tracing::warn!(resource = %self.subject, "{e}; nothing to delete");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(current) = current else { return Ok(()) };
+        if !self.holds_ours(&current) {
+            let values: Vec<&str> = current.resource_records().iter().map(|r| r.value()).collect();
+            tracing::warn!(
+                code = CODE_RECORD_NOT_OURS,
+                resource = %self.subject,
+                "{} holds {} instead of {}: someone else changed it; not deleting it",
+                self.record_name,
+                values.join(", "),
+                self.value
+            );
+            return Ok(());
+        }
+        match self.change(ChangeAction::Delete, current).await {
+            Ok(()) => Ok(()),
+            // The values changed between our read and the DELETE: Route 53 refused it, the record is not ours.
+            Err(e) if e.message.contains("InvalidChangeBatch") => {
+                tracing::warn!(code = CODE_RECORD_NOT_OURS, resource = %self.subject, "not deleting: {e}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -204,36 +242,18 @@ impl GroupResource for AwsDnsResource {
         if !self.config.delete_on_deactivate {
             return Ok(());
         }
-        let current = match self.find().await {
-            Ok(c) => c,
-            Err(e) if e.class == ErrorClass::Fatal => {
-                tracing::warn!(resource = %self.subject, "{e}; nothing to delete");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let Some(current) = current else { return Ok(()) };
-        if !self.holds_ours(&current) {
-            let values: Vec<&str> = current.resource_records().iter().map(|r| r.value()).collect();
+        // A DELETE that cannot reach Route 53 leaves the record in place: the next owner UPSERTs its own value
+        // over it, and a failed stop would have this node shut down (a failed stop is fenced) over an API hiccup.
+        if let Err(e) = self.delete_if_ours().await {
             tracing::warn!(
-                code = CODE_RECORD_NOT_OURS,
+                code = CODE_STOP_LEFT_IN_PLACE,
+                cause = e.code,
                 resource = %self.subject,
-                "{} holds {} instead of {}: someone else changed it; not deleting it",
-                self.record_name,
-                values.join(", "),
-                self.value
+                "stop: {e}; {} may keep pointing at this node until the next active node rewrites it",
+                self.record_name
             );
-            return Ok(());
         }
-        match self.change(ChangeAction::Delete, current).await {
-            Ok(()) => Ok(()),
-            // The values changed between our read and the DELETE: Route 53 refused it, the record is not ours.
-            Err(e) if e.message.contains("InvalidChangeBatch") => {
-                tracing::warn!(code = CODE_RECORD_NOT_OURS, resource = %self.subject, "not deleting: {e}");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        Ok(())
     }
 
     async fn probe(&self, _inv: &Invocation) -> Result<Probe, ResourceError> {

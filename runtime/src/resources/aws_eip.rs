@@ -4,6 +4,8 @@
 //!   our ENI and the node's private IP, `AllowReassociation`: it takes the EIP from the old node in one call),
 //!   then DescribeAddresses again to verify.
 //! - stop: DisassociateAddress, only while the association is still ours (a new active node may own it already).
+//!   When AWS cannot be asked, the stop succeeds and leaves the EIP in place (TDM-AWS-142, logged): the next owner
+//!   re-associates it in one call, and a failed stop would get this node shut down.
 //! - probe: associated with our ENI → `Running`, else `Stopped`.
 //!
 //! An allocation ID that does not exist is fatal (TDM-AWS-113).
@@ -14,7 +16,7 @@ use aws_sdk_ec2::types::Address;
 
 use super::{ErrorClass, GroupResource, Invocation, Probe, ResourceContext, ResourceError};
 use crate::aws::eni::Eni;
-use crate::aws::{AwsEnv, CODE_EIP_NOT_FOUND, CODE_EIP_NOT_OURS, Calls};
+use crate::aws::{AwsEnv, CODE_EIP_NOT_FOUND, CODE_EIP_NOT_OURS, CODE_STOP_LEFT_IN_PLACE, Calls};
 use crate::config::AwsEip;
 
 pub struct AwsEipResource {
@@ -92,6 +94,30 @@ impl AwsEipResource {
             )),
         }
     }
+
+    /// Stop's work: DisassociateAddress while the association is still ours.
+    async fn disassociate_if_ours(&self) -> Result<(), ResourceError> {
+        let eni = self.env.eni(&self.calls, &self.subject).await?;
+        let current = match self.describe().await {
+            Ok(a) => a,
+            Err(e) if e.code == CODE_EIP_NOT_FOUND => {
+                tracing::warn!(resource = %self.subject, "{e}; nothing to disassociate");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let (true, Some(association)) = (current.is_ours(&eni), current.association_id) else {
+            return Ok(());
+        };
+        let ec2 = &self.env.clients().await?.ec2;
+        let req = ec2.disassociate_address().association_id(&association);
+        match self.env.call(&self.calls, "ec2:DisassociateAddress", req.send()).await {
+            Ok(_) => Ok(()),
+            // Another node re-associated it between our read and our call: it is not ours any more.
+            Err(f) if f.has_code("InvalidAssociationID.NotFound") => Ok(()),
+            Err(f) => Err(f.to_resource_error(&self.subject, &self.target())),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -149,26 +175,18 @@ impl GroupResource for AwsEipResource {
 
     async fn stop(&self, _inv: &Invocation) -> Result<(), ResourceError> {
         let _serial = self.actions.lock().await;
-        let eni = self.env.eni(&self.calls, &self.subject).await?;
-        let current = match self.describe().await {
-            Ok(a) => a,
-            Err(e) if e.code == CODE_EIP_NOT_FOUND => {
-                tracing::warn!(resource = %self.subject, "{e}; nothing to disassociate");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let (true, Some(association)) = (current.is_ours(&eni), current.association_id) else {
-            return Ok(());
-        };
-        let ec2 = &self.env.clients().await?.ec2;
-        let req = ec2.disassociate_address().association_id(&association);
-        match self.env.call(&self.calls, "ec2:DisassociateAddress", req.send()).await {
-            Ok(_) => Ok(()),
-            // Another node re-associated it between our read and our call: it is not ours any more.
-            Err(f) if f.has_code("InvalidAssociationID.NotFound") => Ok(()),
-            Err(f) => Err(f.to_resource_error(&self.subject, &self.target())),
+        // A stop that cannot reach AWS leaves the EIP where it is. That is safe: the association is only this
+        // node's claim, and the next owner takes it over in one call (AllowReassociation). Failing the stop
+        // would have the node shut down (a failed stop is fenced) over an AWS API hiccup.
+        if let Err(e) = self.disassociate_if_ours().await {
+            tracing::warn!(
+                code = CODE_STOP_LEFT_IN_PLACE,
+                cause = e.code,
+                resource = %self.subject,
+                "stop: {e}; the EIP may stay associated with this node until the next active node takes it"
+            );
         }
+        Ok(())
     }
 
     async fn probe(&self, _inv: &Invocation) -> Result<Probe, ResourceError> {
