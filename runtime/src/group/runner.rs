@@ -363,9 +363,16 @@ impl Runner {
         self.set_role(Role::Offline, "node leaving");
     }
 
-    /// A resource found running when the daemon starts is stopped: this node does not hold the lease yet.
+    /// A resource found running when the daemon starts is stopped: this node does not hold the lease yet. Each
+    /// resource looks up what its starts need (`prepare`) so that a failover makes only the calls that move it.
     async fn clean_up_at_start(&mut self) {
         let inv = Invocation { lease_token: None };
+        for i in 0..self.slots.len() {
+            if let Err(e) = self.slots[i].imp.prepare().await {
+                let name = &self.slots[i].config.name;
+                self.cx.events.record(&self.group.name, "resource", e.code(), format!("prepare {name}: {e}"));
+            }
+        }
         for i in (0..self.slots.len()).rev() {
             match self.slots[i].imp.probe(&inv).await {
                 Ok(Probe::Stopped) => {}

@@ -189,6 +189,10 @@ impl GroupResource for AwsEipResource {
         Ok(())
     }
 
+    async fn prepare(&self) -> Result<(), ResourceError> {
+        self.env.eni(&self.calls, &self.subject).await.map(|_| ())
+    }
+
     async fn probe(&self, _inv: &Invocation) -> Result<Probe, ResourceError> {
         let eni = self.env.eni(&self.calls, &self.subject).await?;
         let current = self.describe().await?;

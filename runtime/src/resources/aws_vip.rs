@@ -5,7 +5,8 @@
 //!   reads the route tables with ONE DescribeRouteTables (filter `vpc-id` + `route.destination-cidr-block =
 //!   VIP/32`, or the listed `route_table_ids`) and re-points, in parallel, every route that does not target this
 //!   node's ENI (ReplaceRoute; CreateRoute where a listed table lacks the route). The first start also looks up
-//!   the ENI (DescribeNetworkInterfaces) and the VPC's CIDRs (DescribeVpcs); both are cached.
+//!   the ENI (DescribeNetworkInterfaces) and the VPC's CIDRs (DescribeVpcs); both are cached, and looked up at
+//!   daemon start already (`prepare`), so that a failover makes 1 DescribeRouteTables + 1 write per table.
 //! - stop: unbinds the VIP. The routes stay (the next active node re-points them).
 //! - probe: not bound → `Stopped` (no AWS call); bound and every VIP route targets our ENI → `Running`; bound
 //!   but a route targets something else → soft TDM-AWS-122 ("routing for VIP was changed": restart re-points).
@@ -338,6 +339,12 @@ impl GroupResource for AwsVipResource {
 
     fn kind(&self) -> &'static str {
         "aws_vip"
+    }
+
+    async fn prepare(&self) -> Result<(), ResourceError> {
+        self.vpc_cidrs().await?;
+        self.env.eni(&self.calls, &self.subject).await?;
+        Ok(())
     }
 
     async fn start(&self, _inv: &Invocation) -> Result<(), ResourceError> {

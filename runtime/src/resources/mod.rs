@@ -129,6 +129,12 @@ pub trait GroupResource: Send + Sync {
     async fn stop(&self, inv: &Invocation) -> Result<(), ResourceError>;
     /// Reads the state; never repairs. A failed resource is an `Err` with its class.
     async fn probe(&self, inv: &Invocation) -> Result<Probe, ResourceError>;
+    /// Looks up, once at daemon start, what every start needs and that does not change while the daemon runs
+    /// (aws_vip: the node's ENI and the VPC's CIDRs), so that a failover makes only the calls that move the
+    /// service. Never changes anything; an error is logged and the start looks it up again.
+    async fn prepare(&self) -> Result<(), ResourceError> {
+        Ok(())
+    }
 }
 
 /// The run-time resource for `resource` of group `cx.group` on node `cx.node`. The AWS kinds need the node's

@@ -4,16 +4,28 @@
 //! cargo run -p tandem-tests --bin bench_failover -- runs 20      # SIGKILL of the active, N times
 //! cargo run -p tandem-tests --bin bench_failover -- soak 600     # default timing, 30 % loss + CPU hog, N seconds
 //! cargo run -p tandem-tests --bin bench_failover -- soak 600 fast   # the same at 100 ms / 500 ms, ttl 1 s
+//! cargo run -p tandem-tests --bin bench_failover -- aws vip 20   # terraform-examples/vip-cluster, SIGKILL N times
+//! cargo run -p tandem-tests --bin bench_failover -- aws eip 20   # … eip-cluster
+//! cargo run -p tandem-tests --bin bench_failover -- aws dns 20   # … dns-cluster
 //! ```
 //! `runs`: interval 100 ms / timeout 500 ms, lease ttl 1 s / renew 200 ms. For each run: time from SIGKILL of the
 //! active's process tree to the standby's `exec` start (journal timestamps), split into detection (kill → the
 //! standby declares the peer down) and takeover (peer down → resource started, as the standby measured it).
 //! `soak`: counts false failovers (starts on another node) and checks the journal for overlaps.
+//! `aws`: the example applied against moto, its rendered configs at 100 ms / 500 ms, ttl 1 s / renew 200 ms
+//! ([`tandem_tests::topology`]). For each run: time from SIGKILL of the active to the service address (every VIP
+//! route / the EIP / the A record) pointing at the standby, as read from moto, split into detection (kill → the
+//! standby's "peer down" event), lease (→ the standby's first EC2 / Route 53 call: the dead holder's lease runs
+//! out) and AWS (first call → address observed at the standby); and the AWS calls the standby made (proxy log).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
+
+use tandem_tests::aws_proxy::Service;
 use tandem_tests::cluster::{Cluster, HEARTBEAT_PORT, Options, name};
 use tandem_tests::journal;
+use tandem_tests::topology::{AwsState, Example, ExampleCluster, Tuning};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -113,13 +125,108 @@ fn soak(seconds: u64, fast: bool) -> Result<()> {
     Ok(())
 }
 
+fn ms_between(a: SystemTime, b: SystemTime) -> f64 {
+    b.duration_since(a).map(|d| d.as_secs_f64() * 1e3).unwrap_or_else(|e| -e.duration().as_secs_f64() * 1e3)
+}
+
+/// The unix time of node i's first event of `kind` whose message contains `text`, after `after`.
+fn event_time(c: &ExampleCluster, i: usize, kind: &str, text: &str, after: SystemTime) -> Result<SystemTime> {
+    let after_ms = nanos(after) / 1_000_000;
+    let e = c
+        .events_matching(i, kind, text)?
+        .into_iter()
+        .find(|e| u128::from(e["unix_ms"].as_u64().unwrap_or(0)) >= after_ms)
+        .ok_or_else(|| format!("{}: no {kind} event with {text:?} after the kill", c.names[i]))?;
+    Ok(UNIX_EPOCH + Duration::from_millis(e["unix_ms"].as_u64().unwrap_or(0)))
+}
+
+fn aws(example: Example, n: usize) -> Result<()> {
+    let mut c = ExampleCluster::apply(example, Tuning { fast: true, monitor: None })?;
+    println!("{}: applied; nodes {:?}, ENIs {:?}", example.dir(), c.names, c.enis);
+    let (mut total, mut detect, mut lease, mut calls_ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut call_sets: BTreeMap<String, usize> = BTreeMap::new();
+    for run in 1..=n {
+        let a = c.running()?.first().and_then(|n| c.names.iter().position(|x| x == n)).ok_or("nothing runs")?;
+        let b = 1 - a;
+        c.proxy.reset_calls();
+        let killed = c.kill_node(a).ok_or("active not running")?;
+        // Poll moto as fast as it answers: the observed instant is at most one Describe late.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let observed = loop {
+            if c.aws_state()? == AwsState::Node(b) {
+                break SystemTime::now();
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("run {run}: the address did not move in 20 s\n{}", c.logs()).into());
+            }
+        };
+        let down = event_time(&c, b, "peer", "-> down", killed)?;
+        let node_b = std::net::IpAddr::V4(c.bed.node_addr(b));
+        let aws_calls: Vec<_> = c
+            .proxy
+            .calls()
+            .into_iter()
+            .filter(|x| x.client == node_b && x.at >= killed && x.at <= observed && x.service != Service::DynamoDb)
+            .collect();
+        // The failover's own calls end with its last write; a monitor's first check may follow before we looked.
+        const WRITES: [&str; 4] = ["ReplaceRoute", "CreateRoute", "AssociateAddress", "ChangeResourceRecordSets"];
+        let last_write = aws_calls.iter().rposition(|x| WRITES.contains(&x.operation.as_str()));
+        let aws_calls = &aws_calls[..last_write.map_or(aws_calls.len(), |i| i + 1)];
+        let first = aws_calls.first().map(|x| x.at).ok_or("no AWS call from the standby")?;
+        let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
+        for x in aws_calls {
+            *ops.entry(x.operation.as_str()).or_default() += 1;
+        }
+        let ops = ops.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" ");
+        let (t, d, l, w) = (
+            ms_between(killed, observed),
+            ms_between(killed, down),
+            ms_between(down, first),
+            ms_between(first, observed),
+        );
+        println!(
+            "run {run:>2}: {} -> {}: {t:7.1} ms  (detection {d:6.1}, lease {l:6.1}, AWS {w:6.1})  {ops}",
+            c.names[a], c.names[b]
+        );
+        total.push(t);
+        detect.push(d);
+        lease.push(l);
+        calls_ms.push(w);
+        *call_sets.entry(ops).or_default() += 1;
+        c.wait_active(b, Duration::from_secs(10))?;
+        c.start_node(a)?;
+        c.wait_role(a, "standby", Duration::from_secs(20))?;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    c.assert_no_overlap();
+    println!();
+    summary("total", &mut total);
+    summary("detection", &mut detect);
+    summary("lease", &mut lease);
+    summary("AWS", &mut calls_ms);
+    for (ops, count) in call_sets {
+        println!("AWS calls of the standby, {count} run(s): {ops}");
+    }
+    c.destroy()?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["runs", n] => runs(n.parse()?),
         ["soak", s] => soak(s.parse()?, false),
         ["soak", s, "fast"] => soak(s.parse()?, true),
+        ["aws", kind, n] => {
+            let example = match *kind {
+                "vip" => Example::Vip,
+                "eip" => Example::Eip,
+                "dns" => Example::Dns,
+                other => return Err(format!("unknown topology {other}: vip, eip or dns").into()),
+            };
+            aws(example, n.parse()?)
+        }
         [] => runs(20),
-        _ => Err("usage: bench_failover [runs N | soak SECONDS [fast]]".into()),
+        _ => Err("usage: bench_failover [runs N | soak SECONDS [fast] | aws vip|eip|dns N]".into()),
     }
 }
