@@ -9,7 +9,8 @@
 //! - **exec**: `systemctl … tandem-app` becomes a marker file per node plus a line in a start/stop journal
 //!   ([`crate::journal`] format), so that a test can prove no two nodes ever ran the application at once;
 //! - **timing** (optional): the fast settings of docs/operations.md;
-//! - **AWS monitors** (optional): interval, retries and `on_aws_error` of the aws_vip/aws_eip/aws_dns monitors.
+//! - **AWS monitors** (optional): interval, retries and `on_aws_error` of the aws_vip/aws_eip/aws_dns monitors;
+//!   aws_dns monitors never check resolution here (no resolver in the bed knows the private zone).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -108,6 +109,10 @@ pub fn adapt(rendered: &str, a: &Adapt<'_>) -> Result<Adapted, hcl::Error> {
             }
             "monitor" => {
                 let kind = label(b, 0).unwrap_or_default();
+                if kind == "aws_dns" {
+                    // No resolver here knows the private zone (and DNS must not leave the bed): record check only.
+                    set(&mut b.body, "check_resolution", Expression::Bool(false));
+                }
                 if let (Some(t), true) = (&a.aws_monitors, AWS_MONITOR_KINDS.contains(&kind.as_str())) {
                     set(&mut b.body, "interval", t.interval.clone());
                     set(&mut b.body, "timeout", t.timeout.clone());

@@ -35,6 +35,22 @@ fn group_status(e: &GroupError) -> Status {
 }
 
 impl ControlService {
+    /// Why `target` will not take group `index` (None: it will). A state just changed on the target (a failed
+    /// mark cleared by `group start` there) reaches this node with the target's next heartbeat: asked again for
+    /// two heartbeat intervals before the answer stands.
+    async fn wont_take(&self, index: usize, group: &str, target: &str) -> Option<String> {
+        let grace = (self.daemon.cx.config.heartbeat.interval * 2).min(std::time::Duration::from_secs(2));
+        let until = tokio::time::Instant::now() + grace;
+        loop {
+            let my_role = self.daemon.group(group).map_or(crate::group::Role::Offline, |g| g.view().role);
+            let why = crate::group::wont_take(&self.daemon.snapshot(), index, target, &self.daemon.cx.node, my_role);
+            if why.is_none() || tokio::time::Instant::now() >= until {
+                return why;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     fn index_of(&self, group: &str) -> Result<usize, Status> {
         let cfg = &self.daemon.cx.config;
         cfg.groups.iter().position(|g| g.name == group).ok_or_else(|| {
@@ -96,10 +112,7 @@ impl Control for ControlService {
                 }));
             }
             if target != current {
-                let me = &self.daemon.cx.node;
-                let my_role = self.daemon.group(&group).map_or(crate::group::Role::Offline, |g| g.view().role);
-                let snap = self.daemon.snapshot();
-                if let Some(state) = crate::group::wont_take(&snap, index, &target, me, my_role) {
+                if let Some(state) = self.wont_take(index, &group, &target).await {
                     // Refused at once: a request the target would never act on would only time out.
                     let hint = if state == crate::group::Role::Failed.name() {
                         format!("; clear its failed mark with `tandemctl group start {group}` on {target}")

@@ -268,7 +268,17 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
         }
         let resource = m.kind.resource().and_then(|r| handle.and_then(|h| h.resource(r)));
         let check = match crate::monitors::build(m, node_cfg, Some(&ec2), resource) {
-            Ok(c) => c,
+            // aws_dns with check_resolution: the record's name must also resolve to our address here.
+            Ok(c) => match crate::monitors::resolution::target(&config, m, node_cfg) {
+                Some((name, want)) => Box::new(crate::monitors::resolution::ResolutionCheck::new(
+                    c,
+                    &name,
+                    want,
+                    m.settings.timeout,
+                    crate::monitors::resolution::system_lookup(),
+                )),
+                None => c,
+            },
             Err(e) => {
                 cx.events.record(
                     "",

@@ -27,7 +27,14 @@ use crate::membership::heartbeat::peer::Liveness;
 use crate::membership::lease::{Acquire, Holder, LeaseError, LeaseKeeper, LeaseRecord, LeaseState};
 use crate::membership::lease::{contender_wait, holder_validity};
 use crate::membership::witness::Verdict;
-use crate::resources::{self, ErrorClass, GroupResource, Invocation, Probe, ResourceContext};
+use crate::resources::{self, ErrorClass, GroupResource, Invocation, Probe, ResourceContext, ResourceError};
+
+/// The AWS API failures a start is retried in place for: endpoint unreachable (TDM-AWS-101), throttled or failing
+/// on AWS's side (TDM-AWS-102).
+const AWS_TRANSIENT_CODES: [&str; 2] = [crate::aws::CODE_UNREACHABLE, crate::aws::CODE_THROTTLED];
+/// The waits before each further start after such a failure (the SDK has already retried each call itself).
+const AWS_TRANSIENT_BACKOFF: [Duration; 4] =
+    [Duration::from_millis(250), Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2)];
 
 /// One resource as the status shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,8 +320,7 @@ impl Runner {
         self.publish();
         let attempts = 1 + self.slots[i].config.activation_retries;
         for attempt in 1..=attempts {
-            let imp = self.slots[i].imp.clone();
-            match self.guarded(|_| async move { imp.start(&inv).await }).await {
+            match self.guarded(|s: &Self| s.start_resource(i, inv)).await {
                 Guarded::Done(Ok(())) => {
                     self.slots[i].state = "running";
                     self.slots[i].last_error.clear();
@@ -798,7 +804,7 @@ impl Runner {
             self.slots[i].state = "starting";
             self.publish();
             for attempt in 1..=attempts {
-                let res = self.guarded(|s: &Self| s.slots[i].imp.start(&inv)).await;
+                let res = self.guarded(|s: &Self| s.start_resource(i, inv)).await;
                 match res {
                     Guarded::Done(Ok(())) => {
                         last = None;
@@ -861,6 +867,27 @@ impl Runner {
             );
         }
         self.set_role(Role::Active, "every resource started");
+    }
+
+    /// Starts resource i. A start that failed only because the AWS API could not be asked (unreachable,
+    /// throttled, failing on its side: TDM-AWS-101/102) says nothing about this node: it is tried again in place,
+    /// after [`AWS_TRANSIENT_BACKOFF`], before it counts as a failed attempt (which marks the node failed and moves
+    /// the group — to a node that would meet the same API).
+    async fn start_resource(&self, i: usize, inv: Invocation) -> Result<(), ResourceError> {
+        let imp = self.slots[i].imp.clone();
+        let mut waits = AWS_TRANSIENT_BACKOFF.iter();
+        loop {
+            match imp.start(&inv).await {
+                Err(e) if AWS_TRANSIENT_CODES.contains(&e.code) => {
+                    let Some(wait) = waits.next() else { return Err(e) };
+                    let name = &self.slots[i].config.name;
+                    let why = format!("start of {name}: {e}; the AWS API failed, trying again in {wait:?}");
+                    self.cx.events.record(&self.group.name, "resource", e.code(), why);
+                    tokio::time::sleep(*wait).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Runs a resource call while the group may still run here; gives up (dropping the call, which kills its

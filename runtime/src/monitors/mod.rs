@@ -14,6 +14,7 @@
 pub mod aws_az;
 pub mod custom;
 pub mod ip;
+pub mod resolution;
 pub mod resource;
 pub mod runner;
 pub mod tcp;
