@@ -111,16 +111,16 @@ impl Control for ControlService {
                     servers: cfg.servers.join(", "),
                 }));
             }
-            if target != current {
-                if let Some(state) = self.wont_take(index, &group, &target).await {
-                    // Refused at once: a request the target would never act on would only time out.
-                    let hint = if state == crate::group::Role::Failed.name() {
-                        format!("; clear its failed mark with `tandemctl group start {group}` on {target}")
-                    } else {
-                        String::new()
-                    };
-                    return Err(group_status(&GroupError::TargetNotReady { group, node: target, state, hint }));
-                }
+            // Refused at once: a request the target would never act on would only time out.
+            if target != current
+                && let Some(state) = self.wont_take(index, &group, &target).await
+            {
+                let hint = if state == crate::group::Role::Failed.name() {
+                    format!("; clear its failed mark with `tandemctl group start {group}` on {target}")
+                } else {
+                    String::new()
+                };
+                return Err(group_status(&GroupError::TargetNotReady { group, node: target, state, hint }));
             }
             target
         };

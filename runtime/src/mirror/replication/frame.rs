@@ -117,7 +117,10 @@ pub struct Hello {
 pub enum AckStatus {
     Ok,
     /// The peer's store failed: an errno-like value (NBD's subset) and the peer's error code.
-    Failed { errno: u32, code: String },
+    Failed {
+        errno: u32,
+        code: String,
+    },
 }
 
 /// One peer frame.
@@ -179,7 +182,10 @@ impl Header {
             return Err(FrameError::UnknownType(kind));
         }
         if buf[6] != 0 || buf[7] != 0 {
-            return Err(FrameError::BadField { kind: name, detail: format!("reserved bytes {:#04x}{:02x}", buf[6], buf[7]) });
+            return Err(FrameError::BadField {
+                kind: name,
+                detail: format!("reserved bytes {:#04x}{:02x}", buf[6], buf[7]),
+            });
         }
         let len = be_u32(buf, 8);
         let ok = match kind {
@@ -235,6 +241,9 @@ pub fn decode_payload(head: &Header, payload: &[u8]) -> Result<Frame, FrameError
     let p = payload;
     let frame = match head.kind {
         T_HELLO => {
+            if seq != 0 {
+                return Err(FrameError::BadField { kind, detail: format!("seq {seq} in HELLO (must be 0)") });
+            }
             let node = std::str::from_utf8(&p[HELLO_FIXED as usize..])
                 .map_err(|_| FrameError::BadField { kind, detail: "node name is not UTF-8".into() })?;
             Frame::Hello(Hello {
@@ -388,10 +397,7 @@ impl Frame {
                 let (errno, code) = match status {
                     AckStatus::Ok => (0, Vec::new()),
                     AckStatus::Failed { errno, code } => {
-                        let mut c: Vec<u8> = code.bytes().filter(|b| b.is_ascii_graphic()).take(MAX_CODE).collect();
-                        if c.is_empty() {
-                            c = b"?".to_vec();
-                        }
+                        let c: Vec<u8> = code.bytes().filter(|b| b.is_ascii_graphic()).take(MAX_CODE).collect();
                         ((*errno).max(1), c)
                     }
                 };
@@ -552,6 +558,9 @@ mod tests {
         let n = h.len();
         h[n - 1] = 0xff;
         assert_eq!(decode(&h).expect_err("utf8").code(), "TDM-MIR-028");
+        let mut h = Frame::Hello(Hello { node: "ab".into(), size: 1, uuid: 0, generation: 0, flags: 0 }).encode();
+        h[19] = 1;
+        assert_eq!(decode(&h).expect_err("seq in hello").code(), "TDM-MIR-028");
 
         let ack = |errno: u32, code_len: u8, code: &[u8]| {
             let mut b = Header { kind: T_ACK, len: 5 + code.len() as u32, seq: 1 }.encode().to_vec();
