@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tandem_runtime::config::secrets::Secrets;
 use tandem_runtime::daemon::peer::PeerTls;
+use tandem_runtime::mirror::generations::Decision;
+use tandem_runtime::mirror::meta::{DEFAULT_GRANULARITY, DiskState, Meta, SLOT_LEN, SharedMeta, resolve_discard};
 use tandem_runtime::mirror::nbd::proto;
 use tandem_runtime::mirror::nbd::{Export, bind_unix, serve_unix};
 use tandem_runtime::mirror::replication::frame::{self, Frame, HEADER_LEN, Header, Hello};
@@ -16,6 +18,7 @@ use tandem_runtime::mirror::replication::{
     DirtyTracker, PeerLossGate, ReplicatedStore, ReplicationConfig, ReplicationError, ReplicationState, Stats,
     accept_tls, connect_tls, serve_secondary,
 };
+use tandem_runtime::mirror::replication::{ResyncPhase, SecondaryConfig, serve_secondary_meta};
 use tandem_runtime::mirror::store::{BlockStore, FileStore, StoreError, WriteBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -555,4 +558,253 @@ async fn replication_runs_over_tls_with_cluster_certificates_and_refuses_strange
     assert_eq!(refused, Some("TDM-MIR-039"), "the secondary refused the stranger");
     let stats = served.expect("clean close");
     assert_eq!((stats.writes, stats.flushes, stats.peer.map(|h| h.node)), (1, 1, Some("node-a".to_string())));
+}
+
+// ---- metadata, generations and resync (piece 3) ------------------------------------------------------------------
+
+/// Two nodes' backing files and metadata files in one directory; links are made and torn down per step.
+struct MetaPair {
+    dir: tempfile::TempDir,
+    a: PathBuf,
+    b: PathBuf,
+    ma: PathBuf,
+    mb: PathBuf,
+}
+
+/// A primary over A with its NBD export, linked to a secondary over B; both with metadata.
+struct MetaLink {
+    primary: Arc<ReplicatedStore>,
+    secondary: JoinHandle<Result<Stats, ReplicationError>>,
+    export: JoinHandle<()>,
+    sock: PathBuf,
+}
+
+impl MetaLink {
+    fn url(&self) -> String {
+        format!("nbd+unix:///{NAME}?socket={}", self.sock.display())
+    }
+
+    /// Close the link in order and return what the secondary applied.
+    async fn close(self) -> Result<Stats, ReplicationError> {
+        self.export.abort();
+        let _ = self.export.await;
+        self.primary.shutdown();
+        drop(self.primary);
+        let joined = tokio::time::timeout(LIMIT, self.secondary).await.expect("secondary ends");
+        joined.unwrap_or_else(|e| Err(ReplicationError::Handshake(format!("the secondary task was aborted: {e}"))))
+    }
+}
+
+fn pattern(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i.wrapping_mul(7) ^ (i >> 12)) as u8).collect()
+}
+
+impl MetaPair {
+    /// A filled with a pattern, B with 0x11, both metadata fresh.
+    fn fresh(size: usize) -> MetaPair {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.img");
+        std::fs::write(&a, pattern(size)).expect("write A");
+        let b = backing(&dir, "b.img", size, 0x11);
+        let (ma, mb) = (dir.path().join("a.meta"), dir.path().join("b.meta"));
+        Meta::create(&ma, size as u64, "node-a", DEFAULT_GRANULARITY).expect("meta A");
+        Meta::create(&mb, size as u64, "node-b", DEFAULT_GRANULARITY).expect("meta B");
+        MetaPair { dir, a, b, ma, mb }
+    }
+
+    fn meta_a(&self) -> Meta {
+        Meta::open(&self.ma).expect("open meta A")
+    }
+
+    fn meta_b(&self) -> Meta {
+        Meta::open(&self.mb).expect("open meta B")
+    }
+
+    fn files(&self) -> (Vec<u8>, Vec<u8>) {
+        (std::fs::read(&self.a).expect("read A"), std::fs::read(&self.b).expect("read B"))
+    }
+
+    fn assert_identical(&self, when: &str) {
+        let (a, b) = self.files();
+        if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+            panic!("{when}: A and B differ first at byte {i}: {:#04x} vs {:#04x}", a[i], b[i]);
+        }
+    }
+
+    /// Link A (primary, exported) to B (secondary) with the metadata on disk now.
+    async fn link(&self) -> Result<MetaLink, (ReplicationError, Result<Stats, ReplicationError>)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let store_b = Arc::new(FileStore::open(&self.b).expect("open B")) as Arc<dyn BlockStore>;
+        let mb = SharedMeta::new(self.meta_b());
+        let secondary = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let cfg = SecondaryConfig { node: "node-b".into(), ..SecondaryConfig::default() };
+            serve_secondary_meta(stream, store_b, cfg, mb).await
+        });
+        let link = TcpStream::connect(addr).await.expect("connect");
+        let local = Arc::new(FileStore::open(&self.a).expect("open A")) as Arc<dyn BlockStore>;
+        let cfg = ReplicationConfig { node: "node-a".into(), ..ReplicationConfig::default() };
+        let ma = SharedMeta::new(self.meta_a());
+        let primary = match ReplicatedStore::connect_with_meta(local, link, cfg, Gate::new(true), ma).await {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                let s = tokio::time::timeout(LIMIT, secondary).await.expect("secondary ends").expect("join");
+                return Err((e, s));
+            }
+        };
+        let sock = self.dir.path().join(format!("nbd-{}.sock", addr.port()));
+        let export = Arc::new(Export::new(NAME, Arc::clone(&primary) as Arc<dyn BlockStore>));
+        let export = tokio::spawn(serve_unix(bind_unix(&sock).expect("bind unix"), export));
+        Ok(MetaLink { primary, secondary, export, sock })
+    }
+
+    /// Link, wait for the resync and close: a pair that is in sync.
+    async fn synced(size: usize) -> MetaPair {
+        let pair = MetaPair::fresh(size);
+        let link = pair.link().await.map_err(|(e, _)| e).expect("link up");
+        let done = tokio::time::timeout(LIMIT, link.primary.wait_resync()).await.expect("resync ends");
+        assert_eq!(done.phase, ResyncPhase::Done);
+        link.close().await.expect("secondary");
+        pair.assert_identical("after the initial sync");
+        pair
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_runs_a_full_initial_sync_with_progress() {
+    if !have_qemu() {
+        return;
+    }
+    const SIZE: usize = 8 * MIB;
+    let pair = MetaPair::fresh(SIZE);
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up");
+    // An application write while the initial sync runs goes through the same ordered path.
+    qemu_io_ok(&link.url(), &["write -P 0x5a 3m 128k"]).await;
+    let done = tokio::time::timeout(LIMIT, link.primary.wait_resync()).await.expect("resync ends");
+    let stats = link.close().await;
+    assert_eq!(done.phase, ResyncPhase::Done, "secondary: {stats:?}");
+    let stats = stats.expect("secondary");
+    assert_eq!(done.decision, Some(Decision::SourceFull));
+    assert_eq!((done.total_bytes, done.done_bytes, done.percent()), (SIZE as u64, SIZE as u64, 100));
+    assert!(done.bytes_per_sec > 0);
+    assert_eq!(stats.decision, Some(Decision::TargetFull));
+    assert!(stats.resync_completed);
+    pair.assert_identical("after the full sync");
+    assert_range(&pair.files().1, 3 * MIB, 128 * 1024, 0x5a);
+    let (a, b) = (pair.meta_a(), pair.meta_b());
+    let (sa, sb) = (a.superblock(), b.superblock());
+    assert_eq!((sa.disk, sb.disk), (DiskState::UpToDate, DiskState::UpToDate));
+    assert_eq!(sa.current, sb.current, "the target adopted the source's generation");
+    assert_eq!(a.dirty_bytes(), 0, "the source's bitmap is clear");
+    // The next link is in sync: nothing to resync.
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up");
+    assert_eq!(link.primary.resync_progress().decision, Some(Decision::InSync));
+    assert_eq!(link.primary.resync_progress().phase, ResyncPhase::Idle);
+    link.close().await.expect("secondary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_peer_resyncs_only_the_dirty_chunks() {
+    if !have_qemu() {
+        return;
+    }
+    const SIZE: usize = 16 * MIB;
+    let pair = MetaPair::synced(SIZE).await;
+    let gen_before = pair.meta_a().superblock().current;
+
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up");
+    assert_eq!(link.primary.resync_progress().decision, Some(Decision::InSync));
+    link.secondary.abort();
+    tokio::time::timeout(LIMIT, link.primary.wait_degraded()).await.expect("degraded");
+    let writes = ["write -P 0x21 1m 256k", "write -P 0x22 5m 256k", "write -P 0x23 9m 256k", "write -P 0x24 13m 256k"];
+    qemu_io_ok(&link.url(), &writes).await;
+    let meta_a = pair.meta_a();
+    assert_eq!(meta_a.dirty_bytes(), MIB as u64, "the degraded writes are in the persistent bitmap");
+    let sb = meta_a.superblock();
+    assert_ne!(sb.current, gen_before, "a new generation when the peer was lost");
+    assert_eq!((sb.history[0], sb.bitmap_uuid), (gen_before, gen_before));
+    let _ = link.close().await;
+    assert_ne!(pair.files().0, pair.files().1);
+
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up again");
+    let done = tokio::time::timeout(LIMIT, link.primary.wait_resync()).await.expect("resync ends");
+    assert_eq!(done.decision, Some(Decision::SourceBitmap));
+    assert_eq!(done.phase, ResyncPhase::Done);
+    assert_eq!((done.total_bytes, done.done_bytes), (MIB as u64, MIB as u64), "dirty bytes only, not the disk");
+    let stats = link.close().await.expect("secondary");
+    assert_eq!((stats.decision, stats.resync_completed), (Some(Decision::TargetBitmap), true));
+    assert_eq!(stats.bytes_written, MIB as u64);
+    pair.assert_identical("after the bitmap resync");
+    let (a, b) = (pair.meta_a(), pair.meta_b());
+    assert_eq!(a.superblock().current, b.superblock().current);
+    assert_eq!((a.dirty_bytes(), b.superblock().disk), (0, DiskState::UpToDate));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_is_refused_until_one_side_is_discarded() {
+    if !have_qemu() {
+        return;
+    }
+    const SIZE: usize = 4 * MIB;
+    let pair = MetaPair::synced(SIZE).await;
+
+    // A keeps writing alone (degraded primary).
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up");
+    link.secondary.abort();
+    tokio::time::timeout(LIMIT, link.primary.wait_degraded()).await.expect("degraded");
+    qemu_io_ok(&link.url(), &["write -P 0xaa 0 64k"]).await;
+    let _ = link.close().await;
+    // B is promoted on its own during the partition and writes too.
+    {
+        let store_b = Arc::new(FileStore::open(&pair.b).expect("open B")) as Arc<dyn BlockStore>;
+        let cfg = ReplicationConfig { node: "node-b".into(), ..ReplicationConfig::default() };
+        let mb = SharedMeta::new(pair.meta_b());
+        let b = ReplicatedStore::standalone_with_meta(store_b, cfg, Gate::new(true), mb).expect("standalone B");
+        b.write_at(MIB as u64, Arc::new(vec![0xbb; 64 * 1024]), false).await.expect("B writes");
+        b.shutdown();
+    }
+    let (a_before, b_before) = pair.files();
+    let (ga, gb) = (pair.meta_a().superblock().current, pair.meta_b().superblock().current);
+    assert_ne!(ga, gb);
+
+    let Err((e, secondary)) = pair.link().await else { panic!("a split brain was accepted") };
+    assert_eq!(e.code(), "TDM-MIR-050", "{e}");
+    assert!(e.to_string().contains(&format!("{ga:#018x}")) && e.to_string().contains(&format!("{gb:#018x}")), "{e}");
+    assert_eq!(secondary.expect_err("the secondary refuses too").code(), "TDM-MIR-050");
+    assert_eq!(pair.files(), (a_before.clone(), b_before), "nothing was written by the refused link");
+    assert_eq!((pair.meta_a().superblock().current, pair.meta_b().superblock().current), (ga, gb));
+
+    // The operator keeps A: B's writes are discarded, B becomes a full sync target.
+    resolve_discard(&mut pair.meta_b()).expect("resolve --discard node-b");
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up after resolve");
+    let done = tokio::time::timeout(LIMIT, link.primary.wait_resync()).await.expect("resync ends");
+    assert_eq!((done.decision, done.phase), (Some(Decision::SourceFull), ResyncPhase::Done));
+    link.close().await.expect("secondary");
+    pair.assert_identical("after resolve --discard");
+    let (a, b) = pair.files();
+    assert_eq!(a, a_before, "A's data is kept");
+    assert_range(&b, 0, 64 * 1024, 0xaa);
+    assert_eq!(&b[MIB..MIB + 64 * 1024], &pattern(SIZE)[MIB..MIB + 64 * 1024], "B's own write is gone");
+}
+
+#[test]
+fn a_torn_superblock_falls_back_to_the_older_slot_and_two_are_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.meta");
+    let mut m = Meta::create(&path, 8 * MIB as u64, "node-a", DEFAULT_GRANULARITY).expect("create");
+    m.update(|sb| sb.disk = DiskState::UpToDate).expect("save 1");
+    let older = m.superblock().clone();
+    m.new_generation().expect("save 2");
+    let newer = m.superblock().clone();
+    drop(m);
+    let slot = |seq: u64| (seq % 2 * SLOT_LEN) as usize;
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[slot(newer.seq) + 200] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("tear the newer slot");
+    assert_eq!(Meta::open(&path).expect("older slot").superblock(), &older);
+    bytes[slot(older.seq) + 300] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("tear the older slot");
+    let e = Meta::open(&path).expect_err("no valid slot");
+    assert_eq!(e.code(), "TDM-MIR-046", "{e}");
 }

@@ -12,8 +12,11 @@
 //!
 //! With clock rates within `1 ± MAX_DRIFT_RATE` of real time, the holder's belief ends strictly before the earliest
 //! real time a contender can take over (see docs/architecture.md, "Lease arbitration").
+//!
+//! The item also carries the Outdated marks of the group's mirror disks ([`LeaseStore::mark_outdated`],
+//! [`LeaseStore::clear_outdated`]; docs/mirror.md, "The Outdated mark").
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +41,13 @@ const A_VERSION: &str = "version";
 /// Operator requests carried by the item (see [`LeaseStore::request_move`], [`LeaseStore::set_stopped`]).
 const A_TARGET: &str = "target";
 const A_STOPPED: &str = "stopped";
+/// Outdated replicas of the group's mirror disks (see [`LeaseStore::mark_outdated`]): a map (M) keyed by the mirror
+/// resource's name, each value a map of the fields below.
+const A_OUTDATED: &str = "outdated";
+const M_NODE: &str = "node";
+const M_GENERATION: &str = "generation";
+const M_BY: &str = "by";
+const M_TOKEN: &str = "token";
 
 /// Errors of the lease store; `code()` is stable.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +70,13 @@ pub enum LeaseError {
     Malformed { table: String, group: String, detail: String },
     #[error("lease timing: {0}; lengthen the ttl or shorten renew_interval")]
     Timing(String),
+    #[error(
+        "lease of group {group}: the outdated mark of mirror {resource} no longer names node {node} at generation \
+         {generation:#018x} (now: {now}); it was not cleared — read the lease item and resync again"
+    )]
+    MarkChanged { group: String, resource: String, node: String, generation: u64, now: String },
+    #[error("lease of group {group}: invalid outdated mark: {detail}")]
+    InvalidMark { group: String, detail: String },
 }
 
 impl LeaseError {
@@ -74,6 +91,8 @@ impl LeaseError {
             LeaseError::Api { .. } => "TDM-LEASE-007",
             LeaseError::Malformed { .. } => "TDM-LEASE-008",
             LeaseError::Timing(_) => "TDM-LEASE-009",
+            LeaseError::MarkChanged { .. } => "TDM-LEASE-010",
+            LeaseError::InvalidMark { .. } => "TDM-LEASE-011",
         }
     }
 }
@@ -175,6 +194,73 @@ pub struct LeaseRecord {
     pub target: Option<String>,
     /// The operator stopped the group: the holder stops and releases, nobody acquires.
     pub stopped: bool,
+    /// Outdated replicas, by mirror resource name (empty when the item has none).
+    pub outdated: BTreeMap<String, OutdatedMark>,
+}
+
+impl LeaseRecord {
+    /// The outdated mark of mirror `resource`, if any.
+    pub fn outdated_mark(&self, resource: &str) -> Option<&OutdatedMark> {
+        self.outdated.get(resource)
+    }
+}
+
+/// A replica of a mirror disk marked Outdated in the lease item: `node` misses writes acknowledged by `by`, which
+/// held the lease under `token` and writes in `generation` (its new current generation). `node` must not be
+/// promoted until a resync gave it that generation (see `mirror::outdated::promotion_check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutdatedMark {
+    pub node: String,
+    pub generation: u64,
+    pub by: String,
+    pub token: u64,
+}
+
+/// Generations are stored as `0x`-prefixed hex strings (S): exact for every u64 and as written in the logs.
+fn generation_text(g: u64) -> String {
+    format!("{g:#018x}")
+}
+
+impl OutdatedMark {
+    fn to_attribute(&self) -> AttributeValue {
+        AttributeValue::M(HashMap::from([
+            (M_NODE.to_string(), s(&self.node)),
+            (M_GENERATION.to_string(), s(&generation_text(self.generation))),
+            (M_BY.to_string(), s(&self.by)),
+            (M_TOKEN.to_string(), n(self.token)),
+        ]))
+    }
+
+    fn from_attribute(resource: &str, v: &AttributeValue) -> Result<OutdatedMark, String> {
+        let AttributeValue::M(m) = v else { return Err(format!("{A_OUTDATED}.{resource} is not a map")) };
+        let text = |name: &str| match m.get(name) {
+            Some(AttributeValue::S(v)) if !v.is_empty() => Ok(v.clone()),
+            _ => Err(format!("{A_OUTDATED}.{resource}.{name} is not a non-empty string")),
+        };
+        let generation = text(M_GENERATION)?;
+        let generation =
+            generation.strip_prefix("0x").and_then(|h| u64::from_str_radix(h, 16).ok()).ok_or_else(|| {
+                format!("{A_OUTDATED}.{resource}.{M_GENERATION} = {generation:?} is not a hex generation")
+            })?;
+        let token = match m.get(M_TOKEN) {
+            Some(AttributeValue::N(v)) => {
+                v.parse::<u64>().map_err(|_| format!("{A_OUTDATED}.{resource}.{M_TOKEN} = {v:?}"))?
+            }
+            _ => return Err(format!("{A_OUTDATED}.{resource}.{M_TOKEN} is not a number")),
+        };
+        Ok(OutdatedMark { node: text(M_NODE)?, generation, by: text(M_BY)?, token })
+    }
+}
+
+/// Parses the item's outdated marks; absent → none.
+fn parse_outdated(item: &HashMap<String, AttributeValue>) -> Result<BTreeMap<String, OutdatedMark>, String> {
+    match item.get(A_OUTDATED) {
+        None => Ok(BTreeMap::new()),
+        Some(AttributeValue::M(m)) => {
+            m.iter().map(|(r, v)| OutdatedMark::from_attribute(r, v).map(|mark| (r.clone(), mark))).collect()
+        }
+        Some(_) => Err(format!("{A_OUTDATED} is not a map")),
+    }
 }
 
 /// A lease the caller now holds.
@@ -327,6 +413,7 @@ impl LeaseStore {
                 None => false,
                 Some(_) => return Err(bad(format!("{A_STOPPED} is not a boolean"))),
             },
+            outdated: parse_outdated(item).map_err(bad)?,
         })
     }
 
@@ -545,6 +632,125 @@ impl LeaseStore {
             Err(e) => Err(self.classify("UpdateItem", e)),
         }
     }
+
+    /// Marks `outdated_node`'s replica of mirror `resource` Outdated in the lease item: it misses writes made in
+    /// `generation`. Succeeds only while `me` holds the lease under exactly `token` (a deposed primary gets
+    /// `NotHolder`), replaces an earlier mark of the resource, bumps the version like every write; idempotent.
+    pub async fn mark_outdated(
+        &self,
+        group: &str,
+        resource: &str,
+        outdated_node: &str,
+        generation: u64,
+        me: &str,
+        token: u64,
+    ) -> Result<(), LeaseError> {
+        let invalid = |detail: &str| LeaseError::InvalidMark { group: group.into(), detail: detail.into() };
+        if resource.is_empty() || outdated_node.is_empty() || me.is_empty() {
+            return Err(invalid("the resource and node names must not be empty"));
+        }
+        if outdated_node == me {
+            return Err(invalid("a node cannot mark its own replica outdated"));
+        }
+        let mark = OutdatedMark { node: outdated_node.into(), generation, by: me.into(), token };
+        // DynamoDB cannot set a key of a map that does not exist, nor create the map and set the key in one
+        // expression: set the key while the map exists, else create the map while it does not. Only the holder
+        // writes the map and nothing removes it, so when both conditions fail the holder or token differs.
+        for nested in [true, false, true] {
+            let req = self.client.update_item().table_name(&self.table).key(A_GROUP, s(group));
+            let req = if nested {
+                req.update_expression("SET #o.#r = :m, #v = #v + :one")
+                    .condition_expression("#h = :h AND #t = :t AND attribute_exists(#o)")
+                    .expression_attribute_names("#r", resource)
+                    .expression_attribute_values(":m", mark.to_attribute())
+            } else {
+                req.update_expression("SET #o = :all, #v = #v + :one")
+                    .condition_expression("#h = :h AND #t = :t AND attribute_not_exists(#o)")
+                    .expression_attribute_values(
+                        ":all",
+                        AttributeValue::M(HashMap::from([(resource.to_string(), mark.to_attribute())])),
+                    )
+            };
+            let res = req
+                .expression_attribute_names("#o", A_OUTDATED)
+                .expression_attribute_names("#h", A_HOLDER)
+                .expression_attribute_names("#t", A_TOKEN)
+                .expression_attribute_names("#v", A_VERSION)
+                .expression_attribute_values(":h", s(me))
+                .expression_attribute_values(":t", n(token))
+                .expression_attribute_values(":one", n(1))
+                .send()
+                .await;
+            match res {
+                Ok(_) => {
+                    tracing::warn!(
+                        group,
+                        resource,
+                        node = outdated_node,
+                        generation = format_args!("{generation:#018x}"),
+                        "mirror replica marked outdated in the lease"
+                    );
+                    return Ok(());
+                }
+                Err(e) if Self::is_condition_failed(&e) => {}
+                Err(e) => return Err(self.classify("UpdateItem", e)),
+            }
+        }
+        Err(LeaseError::NotHolder { group: group.into(), node: me.into(), token })
+    }
+
+    /// Removes the outdated mark of mirror `resource` if it still names `node` at `generation` (after a resync
+    /// gave the node that generation). No mark left: success. A mark naming another node or generation stays:
+    /// `MarkChanged`.
+    pub async fn clear_outdated(
+        &self,
+        group: &str,
+        resource: &str,
+        node: &str,
+        generation: u64,
+    ) -> Result<(), LeaseError> {
+        if resource.is_empty() || node.is_empty() {
+            let detail = "the resource and node names must not be empty".into();
+            return Err(LeaseError::InvalidMark { group: group.into(), detail });
+        }
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(A_GROUP, s(group))
+            .update_expression("REMOVE #o.#r SET #v = #v + :one")
+            .condition_expression("#o.#r.#n = :n AND #o.#r.#g = :g")
+            .expression_attribute_names("#o", A_OUTDATED)
+            .expression_attribute_names("#r", resource)
+            .expression_attribute_names("#n", M_NODE)
+            .expression_attribute_names("#g", M_GENERATION)
+            .expression_attribute_names("#v", A_VERSION)
+            .expression_attribute_values(":n", s(node))
+            .expression_attribute_values(":g", s(&generation_text(generation)))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match res {
+            Ok(_) => {
+                tracing::info!(group, resource, node, "outdated mark cleared from the lease");
+                Ok(())
+            }
+            Err(e) if Self::is_condition_failed(&e) => {
+                let now = self.read(group).await?.and_then(|r| r.outdated.get(resource).cloned());
+                match now {
+                    None => Ok(()),
+                    Some(m) => Err(LeaseError::MarkChanged {
+                        group: group.into(),
+                        resource: resource.into(),
+                        node: node.into(),
+                        generation,
+                        now: format!("node {} at generation {:#018x}", m.node, m.generation),
+                    }),
+                }
+            }
+            Err(e) => Err(self.classify("UpdateItem", e)),
+        }
+    }
 }
 
 /// What the keeper reports to the group's state machine.
@@ -731,5 +937,69 @@ mod tests {
         let want: Vec<String> = (1..=9).map(|i| format!("TDM-LEASE-{i:03}")).collect();
         assert_eq!(codes, want);
         assert!(all[5].to_string().contains("dynamodb:UpdateItem"));
+    }
+
+    #[test]
+    fn outdated_mark_codes_are_appended() {
+        let changed = LeaseError::MarkChanged {
+            group: "g".into(),
+            resource: "r".into(),
+            node: "b".into(),
+            generation: 0xab,
+            now: "node b at generation 0x00000000000000ac".into(),
+        };
+        assert_eq!(changed.code(), "TDM-LEASE-010");
+        assert!(changed.to_string().contains("0x00000000000000ab"), "{changed}");
+        let invalid = LeaseError::InvalidMark { group: "g".into(), detail: "d".into() };
+        assert_eq!(invalid.code(), "TDM-LEASE-011");
+    }
+
+    fn mark_attr(node: &str, generation: &str, by: &str, token: &str) -> AttributeValue {
+        AttributeValue::M(HashMap::from([
+            (M_NODE.to_string(), s(node)),
+            (M_GENERATION.to_string(), s(generation)),
+            (M_BY.to_string(), s(by)),
+            (M_TOKEN.to_string(), AttributeValue::N(token.into())),
+        ]))
+    }
+
+    #[test]
+    fn outdated_marks_round_trip_and_absence_is_no_marks() {
+        assert!(parse_outdated(&HashMap::new()).unwrap().is_empty());
+        let mark = OutdatedMark { node: "b".into(), generation: u64::MAX, by: "a".into(), token: 7 };
+        let item = HashMap::from([(
+            A_OUTDATED.to_string(),
+            AttributeValue::M(HashMap::from([("db-disk".into(), mark.to_attribute())])),
+        )]);
+        let marks = parse_outdated(&item).unwrap();
+        assert_eq!(marks.len(), 1);
+        assert_eq!(marks.get("db-disk"), Some(&mark));
+        let small = OutdatedMark { generation: 1, ..mark };
+        assert_eq!(OutdatedMark::from_attribute("r", &small.to_attribute()).unwrap(), small);
+    }
+
+    #[test]
+    fn malformed_outdated_marks_are_refused() {
+        let bad = [
+            AttributeValue::S("x".into()),
+            mark_attr("b", "12", "a", "1"),
+            mark_attr("b", "0xzz", "a", "1"),
+            mark_attr("b", "0x1", "a", "-1"),
+            mark_attr("", "0x1", "a", "1"),
+            mark_attr("b", "0x1", "", "1"),
+            AttributeValue::M(HashMap::from([(M_NODE.to_string(), s("b"))])),
+        ];
+        for v in bad {
+            let item =
+                HashMap::from([(A_OUTDATED.to_string(), AttributeValue::M(HashMap::from([("r".into(), v.clone())])))]);
+            assert!(parse_outdated(&item).is_err(), "{v:?}");
+        }
+        let item = HashMap::from([(A_OUTDATED.to_string(), AttributeValue::S("x".into()))]);
+        assert!(parse_outdated(&item).is_err());
+        assert!(
+            parse_outdated(&HashMap::from([(A_OUTDATED.to_string(), AttributeValue::M(HashMap::new()))]))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -14,10 +14,14 @@
 //! | 12..20 | seq: the data sequence number of WRITE/WRITE_ZEROES/TRIM/FLUSH (1, 2, 3… on one link), the seq being
 //! acknowledged in ACK, an echo token in PING/PONG, 0 in HELLO |
 //!
-//! Payloads: HELLO `size u64, uuid u64, generation u64, flags u32, node name (≤ 255 bytes UTF-8)`; WRITE
-//! `offset u64, flags u32 (bit 0 FUA), data (≤ 32 MiB)`; WRITE_ZEROES `offset u64, len u64, flags u32`; TRIM
-//! `offset u64, len u64`; FLUSH, PING, PONG empty; ACK `errno u32, code length u8, code (ASCII, ≤ 32 bytes)`, errno
-//! 0 = success with an empty code.
+//! Payloads: HELLO `size u64, uuid u64, generation u64, flags u32 (bit 0 [`HELLO_META`]), node name (≤ 255 bytes
+//! UTF-8)`; WRITE `offset u64, flags u32 (bit 0 FUA), data (≤ 32 MiB)`; WRITE_ZEROES `offset u64, len u64, flags
+//! u32`; TRIM `offset u64, len u64`; FLUSH, PING, PONG empty; ACK `errno u32, code length u8, code (ASCII, ≤ 32 bytes)`, errno
+//! 0 = success with an empty code; META (piece 3, sent right after HELLO by a node whose HELLO has
+//! [`HELLO_META`] set, and only when the peer's HELLO has it too) `current u64, bitmap generation u64, history 4 ×
+//! u64, disk state u8 (1 Inconsistent, 2 Outdated, 3 UpToDate), role u8 (1 Secondary, 2 Primary), reserved u16 = 0`,
+//! seq 0; SYNC_DONE (a data frame, numbered like WRITE: the resync completed) empty. A build without metadata
+//! sends flags 0 and never a META, so the extension is compatible with version 1 peers that do not use it.
 //!
 //! Every rejected input maps to one [`FrameError`] with a stable code `TDM-MIR-02N`. Every frame error is fatal to
 //! the link: the receiver closes the connection without applying the frame.
@@ -43,6 +47,11 @@ pub const T_FLUSH: u8 = 5;
 pub const T_ACK: u8 = 6;
 pub const T_PING: u8 = 7;
 pub const T_PONG: u8 = 8;
+pub const T_META: u8 = 9;
+pub const T_SYNC_DONE: u8 = 10;
+
+/// HELLO flag: this node has mirror metadata and sends META after HELLO.
+pub const HELLO_META: u32 = 1;
 
 /// WRITE / WRITE_ZEROES flag: durable on the peer before its ACK.
 pub const FLAG_FUA: u32 = 1;
@@ -52,6 +61,7 @@ const WRITE_FIXED: u32 = 12;
 const RANGE_FIXED: u32 = 20;
 const TRIM_LEN: u32 = 16;
 const ACK_FIXED: u32 = 5;
+const META_LEN: u32 = 52;
 
 /// Why a peer frame was rejected. Codes (`TDM-MIR-NNN`) are stable: never renumber, only append.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,8 +111,8 @@ pub struct Header {
     pub seq: u64,
 }
 
-/// What one node tells the other when the link opens. `uuid` and `generation` are placeholders for the metadata
-/// (generation identifiers) of a later piece; 0 today.
+/// What one node tells the other when the link opens. With metadata, `generation` is the node's current generation,
+/// `uuid` its bitmap generation and `flags` has [`HELLO_META`] (a META frame follows); without, all three are 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     pub node: String,
@@ -134,6 +144,18 @@ pub enum Frame {
     Ack { seq: u64, status: AckStatus },
     Ping { token: u64 },
     Pong { token: u64 },
+    Meta(MetaInfo),
+    SyncDone { seq: u64 },
+}
+
+/// The generation state a node sends in META. `disk` and `role` are the metadata's byte codes (validated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaInfo {
+    pub current: u64,
+    pub bitmap_uuid: u64,
+    pub history: [u64; 4],
+    pub disk: u8,
+    pub role: u8,
 }
 
 fn kind_name(kind: u8) -> &'static str {
@@ -146,6 +168,8 @@ fn kind_name(kind: u8) -> &'static str {
         T_ACK => "ACK",
         T_PING => "PING",
         T_PONG => "PONG",
+        T_META => "META",
+        T_SYNC_DONE => "SYNC_DONE",
         _ => "unknown",
     }
 }
@@ -199,6 +223,7 @@ impl Header {
             T_WRITE_ZEROES => len == RANGE_FIXED,
             T_TRIM => len == TRIM_LEN,
             T_ACK => (ACK_FIXED..=ACK_FIXED + MAX_CODE as u32).contains(&len),
+            T_META => len == META_LEN,
             _ => len == 0,
         };
         if !ok {
@@ -292,6 +317,23 @@ pub fn decode_payload(head: &Header, payload: &[u8]) -> Result<Frame, FrameError
         }
         T_PING => Frame::Ping { token: seq },
         T_PONG => Frame::Pong { token: seq },
+        T_META => {
+            if seq != 0 {
+                return Err(FrameError::BadField { kind, detail: format!("seq {seq} in META (must be 0)") });
+            }
+            let mut history = [0u64; 4];
+            for (i, g) in history.iter_mut().enumerate() {
+                *g = be_u64(p, 16 + 8 * i);
+            }
+            let m = MetaInfo { current: be_u64(p, 0), bitmap_uuid: be_u64(p, 8), history, disk: p[48], role: p[49] };
+            if m.current == 0 || !(1..=3).contains(&m.disk) || !(1..=2).contains(&m.role) || p[50..52] != [0, 0] {
+                let detail =
+                    format!("current {:#x}, disk {}, role {}, reserved {:?}", m.current, m.disk, m.role, &p[50..]);
+                return Err(FrameError::BadField { kind, detail });
+            }
+            Frame::Meta(m)
+        }
+        T_SYNC_DONE => Frame::SyncDone { seq },
         other => return Err(FrameError::UnknownType(other)),
     };
     Ok(frame)
@@ -314,7 +356,8 @@ impl Frame {
             Frame::Write { seq, .. }
             | Frame::WriteZeroes { seq, .. }
             | Frame::Trim { seq, .. }
-            | Frame::Flush { seq } => Some(*seq),
+            | Frame::Flush { seq }
+            | Frame::SyncDone { seq } => Some(*seq),
             _ => None,
         }
     }
@@ -353,6 +396,8 @@ impl Frame {
             Frame::Ack { .. } => T_ACK,
             Frame::Ping { .. } => T_PING,
             Frame::Pong { .. } => T_PONG,
+            Frame::Meta(_) => T_META,
+            Frame::SyncDone { .. } => T_SYNC_DONE,
         }
     }
 
@@ -406,6 +451,15 @@ impl Frame {
                 p.extend_from_slice(&code);
             }
             Frame::Ping { token } | Frame::Pong { token } => seq = *token,
+            Frame::Meta(m) => {
+                p.extend_from_slice(&m.current.to_be_bytes());
+                p.extend_from_slice(&m.bitmap_uuid.to_be_bytes());
+                for g in m.history {
+                    p.extend_from_slice(&g.to_be_bytes());
+                }
+                p.extend_from_slice(&[m.disk, m.role, 0, 0]);
+            }
+            Frame::SyncDone { seq: s } => seq = *s,
         }
         let head = Header { kind: self.kind(), len: p.len() as u32, seq };
         let mut out = Vec::with_capacity(HEADER_LEN + p.len());
@@ -442,6 +496,8 @@ mod tests {
             Frame::Ack { seq: 6, status: AckStatus::Failed { errno: 5, code: "TDM-MIR-006".into() } },
             Frame::Ping { token: 77 },
             Frame::Pong { token: 77 },
+            Frame::Meta(MetaInfo { current: 9, bitmap_uuid: 5, history: [5, 4, 0, 0], disk: 3, role: 2 }),
+            Frame::SyncDone { seq: 12 },
         ]
     }
 
@@ -475,7 +531,7 @@ mod tests {
         let mut h = header(T_FLUSH, 0);
         h[4] = 2;
         assert_eq!(Header::decode(&h).expect_err("version"), FrameError::BadVersion(2));
-        for t in [0, 9, 255] {
+        for t in [0, 11, 255] {
             assert_eq!(Header::decode(&header(t, 0)).expect_err("type"), FrameError::UnknownType(t));
         }
         let mut h = header(T_FLUSH, 0);
@@ -498,6 +554,8 @@ mod tests {
             (T_PONG, 1),
             (T_ACK, 4),
             (T_ACK, 5 + 33),
+            (T_META, 51),
+            (T_SYNC_DONE, 1),
         ];
         for (t, len) in bad {
             let e = Header::decode(&header(t, len)).expect_err("bad length");
@@ -574,6 +632,26 @@ mod tests {
         assert_eq!(decode(&ack(0, 1, b"x")).expect_err("code on ok").code(), "TDM-MIR-028");
         let failed = decode(&ack(5, 0, b"")).expect("errno without code").0;
         assert_eq!(failed, Frame::Ack { seq: 1, status: AckStatus::Failed { errno: 5, code: String::new() } });
+    }
+
+    #[test]
+    fn meta_frames_with_invalid_fields_are_refused() {
+        let good = MetaInfo { current: 9, bitmap_uuid: 0, history: [0; 4], disk: 1, role: 1 };
+        for bad in [
+            MetaInfo { current: 0, ..good },
+            MetaInfo { disk: 0, ..good },
+            MetaInfo { disk: 4, ..good },
+            MetaInfo { role: 3, ..good },
+        ] {
+            assert_eq!(decode(&Frame::Meta(bad).encode()).expect_err("bad meta").code(), "TDM-MIR-028", "{bad:?}");
+        }
+        let mut b = Frame::Meta(good).encode();
+        let n = b.len();
+        b[n - 1] = 1;
+        assert_eq!(decode(&b).expect_err("reserved").code(), "TDM-MIR-028");
+        let mut b = Frame::Meta(good).encode();
+        b[19] = 1;
+        assert_eq!(decode(&b).expect_err("seq").code(), "TDM-MIR-028");
     }
 
     #[test]

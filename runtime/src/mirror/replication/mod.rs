@@ -46,6 +46,21 @@
 //! the gate is retried every [`ReplicationConfig::gate_retry`] until it succeeds or the store is shut down
 //! ([`ReplicatedStore::shutdown`]: held operations then fail with `TDM-MIR-037`). The gate succeeds at most once.
 //! A local failure on the primary returns the error and marks the range dirty (the peer may have the new bytes).
+//!
+//! # Metadata, generations and resync (piece 3)
+//! With metadata ([`ReplicatedStore::connect_with_meta`], [`ReplicatedStore::standalone_with_meta`],
+//! [`serve_secondary_meta`]), both HELLOs carry [`frame::HELLO_META`] and a META frame follows with the generation
+//! state; each side runs [`decide`]. Split brain (`TDM-MIR-050`) or unrelated
+//! data (`TDM-MIR-051`) refuses the link before anything is written; a primary that would have to be the sync
+//! target, or a secondary the source, refuses too (`TDM-MIR-052`). Otherwise the primary (the SyncSource) loads
+//! its persistent bitmap (or, for a full sync, the whole disk) into the dirty set and a resync task streams the
+//! dirty chunks as ordinary WRITE frames (1 MiB at most, 8 in flight, each under the range table, so a resync chunk and an
+//! application write to the same range never reorder), then a SYNC_DONE data frame. The secondary (SyncTarget) is
+//! Inconsistent from the handshake until SYNC_DONE, then adopts the primary's generations, turns UpToDate and saves
+//! its metadata; on its ACK the primary clears its bitmap. Progress: [`ReplicatedStore::resync_progress`].
+//! Degraded: before the first degraded acknowledgement (after the gate) the primary starts a new generation
+//! (bitmap generation = old current), and every degraded operation persists its chunks
+//! ([`Meta::mark_dirty`](crate::mirror::meta::Meta::mark_dirty)) before it is acknowledged.
 
 pub mod dirty;
 pub mod frame;
@@ -53,6 +68,7 @@ pub mod frame;
 mod mem;
 pub mod primary;
 pub mod ranges;
+pub mod resync;
 pub mod secondary;
 mod tls;
 
@@ -61,11 +77,14 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use dirty::DirtyTracker;
-pub use frame::{AckStatus, Frame, FrameError, Hello};
+pub use frame::{AckStatus, Frame, FrameError, Hello, MetaInfo};
 pub use primary::{Mode, PeerLossGate, ReplicatedStore, ReplicationConfig, ReplicationState};
-pub use secondary::{SecondaryConfig, Stats, serve_secondary, serve_secondary_with};
+pub use resync::{ResyncPhase, ResyncProgress};
+pub use secondary::{SecondaryConfig, Stats, serve_secondary, serve_secondary_meta, serve_secondary_with};
 pub use tls::{accept_tls, connect_tls};
 
+use crate::mirror::generations::{Decision, GenState, decide};
+use crate::mirror::meta::{DiskState, MetaError, Role, Superblock};
 use crate::mirror::store::StoreError;
 
 /// Why the replication link failed or was refused. Codes (`TDM-MIR-NNN`) are stable; frame errors keep their own.
@@ -91,6 +110,21 @@ pub enum ReplicationError {
     PeerClosed,
     #[error("TDM-MIR-039: setting up TLS on the mirror peer link: {0}")]
     Tls(String),
+    #[error(
+        "TDM-MIR-050: mirror split brain with peer {peer}: both nodes wrote independently (this node's generation \
+         {local:#018x}, the peer's {theirs:#018x}); link refused, nothing written. Keep one node's data and run \
+         `tandemctl mirror resolve --discard NODE` for the other"
+    )]
+    SplitBrain { peer: String, local: u64, theirs: u64 },
+    #[error(
+        "TDM-MIR-051: mirror peer {peer} holds unrelated data (this node's generation {local:#018x}, the peer's \
+         {theirs:#018x}, no common history, neither is a fresh sync target); link refused, nothing written"
+    )]
+    Unrelated { peer: String, local: u64, theirs: u64 },
+    #[error("TDM-MIR-052: mirror link with peer {peer} refused: {detail}")]
+    WrongDirection { peer: String, detail: String },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error(transparent)]
@@ -111,6 +145,10 @@ impl ReplicationError {
             ReplicationError::ShutDown => "TDM-MIR-037",
             ReplicationError::PeerClosed => "TDM-MIR-038",
             ReplicationError::Tls(_) => "TDM-MIR-039",
+            ReplicationError::SplitBrain { .. } => "TDM-MIR-050",
+            ReplicationError::Unrelated { .. } => "TDM-MIR-051",
+            ReplicationError::WrongDirection { .. } => "TDM-MIR-052",
+            ReplicationError::Meta(e) => e.code(),
             ReplicationError::Frame(e) => e.code(),
             ReplicationError::Store(e) => e.code(),
         }
@@ -161,4 +199,89 @@ where
         return Err(ReplicationError::SizeMismatch { node: theirs.node, local: ours.size, peer: theirs.size });
     }
     Ok(theirs)
+}
+
+/// The META frame of a superblock, for a node taking `role` on this link.
+pub(crate) fn meta_info(sb: &Superblock, role: Role) -> MetaInfo {
+    MetaInfo {
+        current: sb.current,
+        bitmap_uuid: sb.bitmap_uuid,
+        history: sb.history,
+        disk: sb.disk.to_byte(),
+        role: role.to_byte(),
+    }
+}
+
+/// The generation state a META frame carries (its bytes were validated by the decoder).
+pub(crate) fn gen_state(m: &MetaInfo) -> GenState {
+    GenState {
+        current: m.current,
+        history: m.history,
+        bitmap_uuid: m.bitmap_uuid,
+        disk: DiskState::from_byte(m.disk).unwrap_or(DiskState::Inconsistent),
+        role: Role::from_byte(m.role).unwrap_or(Role::Secondary),
+    }
+}
+
+/// After HELLO: when both sides have metadata, send ours and read the peer's META. One side with metadata and the
+/// other without is refused (`TDM-MIR-032`).
+pub(crate) async fn exchange_meta<S>(
+    io: &mut S,
+    ours: Option<MetaInfo>,
+    peer: &Hello,
+    timeout: Duration,
+) -> Result<Option<MetaInfo>, ReplicationError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let theirs_has = peer.flags & frame::HELLO_META != 0;
+    let ours = match (ours, theirs_has) {
+        (None, false) => return Ok(None),
+        (Some(m), true) => m,
+        (mine, _) => {
+            let (a, b) = if mine.is_some() { ("this node", "the peer") } else { ("the peer", "this node") };
+            return Err(ReplicationError::Handshake(format!("{a} has mirror metadata and {b} has none")));
+        }
+    };
+    io.write_all(&Frame::Meta(ours).encode()).await.map_err(ReplicationError::io("sending META"))?;
+    io.flush().await.map_err(ReplicationError::io("sending META"))?;
+    match tokio::time::timeout(timeout, read_frame(io)).await {
+        Err(_) => Err(ReplicationError::Handshake(format!("no META within {timeout:?}"))),
+        Ok(Ok(Some(Frame::Meta(m)))) => Ok(Some(m)),
+        Ok(Ok(Some(other))) => Err(ReplicationError::Handshake(format!("expected META, got {}", other.kind_name()))),
+        Ok(Ok(None)) => Err(ReplicationError::Handshake("the peer closed the link before META".into())),
+        Ok(Err(e)) => Err(e),
+    }
+}
+
+/// Decide the resync direction as `role`; refuse split brain, unrelated data and a direction `role` cannot take.
+pub(crate) fn decide_link(
+    mine: &Superblock,
+    role: Role,
+    peer_node: &str,
+    theirs: &MetaInfo,
+) -> Result<Decision, ReplicationError> {
+    let me = GenState { role, ..GenState::of(mine) };
+    let decision = decide(&me, &gen_state(theirs));
+    let peer = peer_node.to_string();
+    let (local, theirs_gen) = (mine.current, theirs.current);
+    let refused = match decision {
+        Decision::SplitBrain => Some(ReplicationError::SplitBrain { peer, local, theirs: theirs_gen }),
+        Decision::Unrelated => Some(ReplicationError::Unrelated { peer, local, theirs: theirs_gen }),
+        d if d.is_target() && role == Role::Primary => Some(ReplicationError::WrongDirection {
+            peer,
+            detail: "the peer has newer data; this node must not be primary (promote the peer instead)".into(),
+        }),
+        d if d.is_source() && role == Role::Secondary => Some(ReplicationError::WrongDirection {
+            peer,
+            detail: "this node has newer data than the primary; promote this node instead".into(),
+        }),
+        _ => None,
+    };
+    if let Some(e) = refused {
+        tracing::error!(code = e.code(), "{e}");
+        return Err(e);
+    }
+    tracing::info!(peer = peer_node, ?decision, "mirror: generation handshake");
+    Ok(decision)
 }

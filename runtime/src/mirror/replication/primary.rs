@@ -10,13 +10,23 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinSet};
 
 use super::dirty::DirtyTracker;
-use super::frame::{AckStatus, Frame, Hello, MAX_DATA};
+use super::frame::{AckStatus, Frame, HELLO_META, Hello, MAX_DATA};
 use super::ranges::RangeLocks;
-use super::{ReplicationError, exchange_hello, read_frame};
+use super::resync::{ResyncPhase, ResyncProgress};
+use super::{ReplicationError, decide_link, exchange_hello, exchange_meta, meta_info, read_frame};
+use crate::mirror::generations::Decision;
+use crate::mirror::meta::{
+    DiskState, FLAG_DISCARDED, FLAG_PEER_OUTDATED, MetaError, Role, SharedMeta, random_generation,
+};
 use crate::mirror::store::{BlockStore, StoreError, WriteBuf, check_range};
+
+/// Largest piece of a resync: one WRITE frame, sent and acknowledged under the range table.
+pub const RESYNC_PIECE: u64 = 1024 * 1024;
+/// Resync pieces sent and not yet acknowledged at once.
+pub const RESYNC_WINDOW: usize = 8;
 
 /// When a write-like operation completes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -152,6 +162,10 @@ struct Shared {
     degraded: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     bytes_behind: AtomicU64,
+    meta: Option<SharedMeta>,
+    /// Whether the new generation of the degraded period was started; held while a resync completes.
+    bumped: tokio::sync::Mutex<bool>,
+    resync: watch::Sender<ResyncProgress>,
 }
 
 /// A [`BlockStore`] replicated to a peer. Reads are local. Dropping it (or [`ReplicatedStore::shutdown`]) closes
@@ -171,15 +185,77 @@ impl ReplicatedStore {
     /// `local` over it.
     pub async fn connect<S>(
         local: Arc<dyn BlockStore>,
-        mut stream: S,
+        stream: S,
         cfg: ReplicationConfig,
         gate: Arc<dyn PeerLossGate>,
     ) -> Result<ReplicatedStore, ReplicationError>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let ours = Hello { node: cfg.node.clone(), size: local.size(), uuid: 0, generation: 0, flags: 0 };
+        Self::connect_inner(local, stream, cfg, gate, None).await
+    }
+
+    /// [`Self::connect`] with metadata: after HELLO the generation handshake decides (see
+    /// [`generations`](crate::mirror::generations)); split brain (`TDM-MIR-050`), unrelated data (`TDM-MIR-051`)
+    /// or a peer with newer data (`TDM-MIR-052`) refuse the link with nothing written. When this node is the sync
+    /// source, a resync of its dirty bitmap (or the whole disk) starts in the background:
+    /// [`Self::resync_progress`]. Degraded operations persist their chunks in `meta` before they are acknowledged.
+    pub async fn connect_with_meta<S>(
+        local: Arc<dyn BlockStore>,
+        stream: S,
+        cfg: ReplicationConfig,
+        gate: Arc<dyn PeerLossGate>,
+        meta: SharedMeta,
+    ) -> Result<ReplicatedStore, ReplicationError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Self::connect_inner(local, stream, cfg, gate, Some(meta)).await
+    }
+
+    async fn connect_inner<S>(
+        local: Arc<dyn BlockStore>,
+        mut stream: S,
+        cfg: ReplicationConfig,
+        gate: Arc<dyn PeerLossGate>,
+        meta: Option<SharedMeta>,
+    ) -> Result<ReplicatedStore, ReplicationError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let sb = meta.as_ref().map(SharedMeta::superblock);
+        let mut ours = Hello { node: cfg.node.clone(), size: local.size(), uuid: 0, generation: 0, flags: 0 };
+        if let Some(sb) = &sb {
+            check_meta_size(sb.size, local.size())?;
+            (ours.uuid, ours.generation, ours.flags) = (sb.bitmap_uuid, sb.current, HELLO_META);
+        }
         let peer = exchange_hello(&mut stream, &ours, cfg.hello_timeout).await?;
+        let theirs =
+            exchange_meta(&mut stream, sb.as_ref().map(|sb| meta_info(sb, Role::Primary)), &peer, cfg.hello_timeout)
+                .await?;
+        let mut resync = ResyncProgress::default();
+        if let (Some(meta), Some(sb), Some(theirs)) = (&meta, &sb, &theirs) {
+            let decision = decide_link(sb, Role::Primary, &peer.node, theirs)?;
+            let size = local.size();
+            // A source is UpToDate by the rules (a fresh primary's first full sync makes its data the reference);
+            // in sync with an UpToDate peer means the same data, so UpToDate too. Otherwise the state is kept.
+            let up_to_date = decision.is_source()
+                || (decision == Decision::InSync && DiskState::from_byte(theirs.disk) == Some(DiskState::UpToDate));
+            meta.with(move |m| {
+                if decision == Decision::SourceFull {
+                    m.mark_dirty(0, size)?;
+                }
+                m.update(|sb| {
+                    sb.role = Role::Primary;
+                    if up_to_date {
+                        sb.disk = DiskState::UpToDate;
+                    }
+                    sb.flags &= !FLAG_DISCARDED;
+                })
+            })
+            .await?;
+            resync.decision = Some(decision);
+        }
         tracing::info!(peer = %peer.node, size = peer.size, mode = ?cfg.mode, "mirror primary: link up");
         let (rd, wr) = tokio::io::split(stream);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -191,7 +267,14 @@ impl ReplicatedStore {
             last_rx: Instant::now(),
             tasks: Vec::new(),
         };
-        let shared = Arc::new(Shared::new(local, cfg, gate, Some(peer), Link::Connected(conn)));
+        let shared = Arc::new(Shared::new(local, cfg, gate, Some(peer), Link::Connected(conn), meta));
+        // What the resync sends: the bitmap loaded into the dirty set (64 KiB chunks, so a finer bitmap rounds up).
+        resync.total_bytes = shared.dirty.dirty_bytes();
+        // A sync source always finishes with SYNC_DONE, even with nothing to send: the target waits for it.
+        if resync.total_bytes > 0 || resync.decision.is_some_and(Decision::is_source) {
+            resync.phase = ResyncPhase::Running;
+        }
+        shared.resync.send_replace(resync.clone());
         tokio::spawn(write_loop(Arc::clone(&shared), wr, rx));
         let tasks = vec![
             tokio::spawn(read_loop(Arc::clone(&shared), rd)).abort_handle(),
@@ -201,15 +284,45 @@ impl ReplicatedStore {
             Link::Connected(c) => c.tasks = tasks,
             Link::Degraded { .. } => tasks.iter().for_each(AbortHandle::abort),
         }
+        if resync.phase == ResyncPhase::Running {
+            tokio::spawn(resync_loop(Arc::clone(&shared)));
+        }
         Ok(ReplicatedStore { shared })
     }
 
     /// A store that starts without a peer (degraded): every operation is local, dirty, and gated.
     pub fn standalone(local: Arc<dyn BlockStore>, cfg: ReplicationConfig, gate: Arc<dyn PeerLossGate>) -> Self {
         let link = Link::Degraded { since: SystemTime::now(), code: "", reason: "started without a peer".into() };
-        let shared = Arc::new(Shared::new(local, cfg, gate, None, link));
+        let shared = Arc::new(Shared::new(local, cfg, gate, None, link, None));
         shared.degraded.send_replace(true);
         ReplicatedStore { shared }
+    }
+
+    /// [`Self::standalone`] with metadata: the first operation starts a new generation (after the gate), every
+    /// operation persists its chunks in `meta` before it is acknowledged.
+    pub fn standalone_with_meta(
+        local: Arc<dyn BlockStore>,
+        cfg: ReplicationConfig,
+        gate: Arc<dyn PeerLossGate>,
+        meta: SharedMeta,
+    ) -> Result<Self, ReplicationError> {
+        check_meta_size(meta.superblock().size, local.size())?;
+        let link = Link::Degraded { since: SystemTime::now(), code: "", reason: "started without a peer".into() };
+        let shared = Arc::new(Shared::new(local, cfg, gate, None, link, Some(meta)));
+        shared.degraded.send_replace(true);
+        Ok(ReplicatedStore { shared })
+    }
+
+    /// The resync of this link: decision, phase, bytes done of total, rate.
+    pub fn resync_progress(&self) -> ResyncProgress {
+        self.shared.resync.borrow().clone()
+    }
+
+    /// Wait until no resync is running and return the final snapshot.
+    pub async fn wait_resync(&self) -> ResyncProgress {
+        let mut rx = self.shared.resync.subscribe();
+        let r = rx.wait_for(|p| p.phase != ResyncPhase::Running).await.map(|p| p.clone());
+        r.unwrap_or_else(|_| self.resync_progress())
     }
 
     /// Connected or degraded (since when, why, how many bytes are dirty).
@@ -259,9 +372,17 @@ impl Shared {
         gate: Arc<dyn PeerLossGate>,
         peer: Option<Hello>,
         link: Link,
+        meta: Option<SharedMeta>,
     ) -> Self {
+        let dirty = Arc::new(DirtyTracker::new(local.size()));
+        for (offset, len) in meta.as_ref().map(SharedMeta::dirty_ranges).unwrap_or_default() {
+            dirty.mark(offset, len);
+        }
         Shared {
-            dirty: Arc::new(DirtyTracker::new(local.size())),
+            meta,
+            bumped: tokio::sync::Mutex::new(false),
+            resync: watch::Sender::new(ResyncProgress::default()),
+            dirty,
             slots: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
             local,
             cfg,
@@ -422,6 +543,41 @@ impl Shared {
         }
     }
 
+    /// Before acknowledging an operation that did not reach the peer: pass the gate; with metadata, start the
+    /// degraded period's new generation (once) and persist the operation's chunks.
+    async fn degraded_ack(&self, op: &'static str, range: Option<(u64, u64)>) -> Result<(), StoreError> {
+        self.pass_gate(op).await?;
+        let Some(meta) = &self.meta else { return Ok(()) };
+        let fail = |e: MetaError| {
+            tracing::error!(code = e.code(), "mirror primary: persisting the degraded state failed: {e}");
+            StoreError::Task { op, reason: e.to_string() }
+        };
+        {
+            let mut bumped = self.bumped.lock().await;
+            if !*bumped {
+                let g = random_generation().map_err(fail)?;
+                meta.update(move |sb| {
+                    if sb.bitmap_uuid == 0 {
+                        sb.bitmap_uuid = sb.current;
+                    }
+                    sb.history.rotate_right(1);
+                    sb.history[0] = sb.current;
+                    sb.current = g;
+                    sb.role = Role::Primary;
+                    sb.flags |= FLAG_PEER_OUTDATED;
+                })
+                .await
+                .map_err(fail)?;
+                tracing::warn!(generation = format_args!("{g:#018x}"), "mirror primary: new generation (degraded)");
+                *bumped = true;
+            }
+        }
+        if let Some((offset, len)) = range {
+            meta.mark_dirty(offset, len).await.map_err(fail)?;
+        }
+        Ok(())
+    }
+
     async fn apply_local(&self, op: Op) -> Result<(), StoreError> {
         match op {
             Op::Write { offset, data, fua } => self.local.write_at(offset, data, fua).await,
@@ -460,14 +616,126 @@ impl Shared {
         if let Err(e) = local {
             // The peer may have the new bytes and this node not: the range differs.
             self.dirty.mark(offset, len);
+            if let Some(meta) = &self.meta
+                && let Err(me) = meta.mark_dirty(offset, len).await
+            {
+                tracing::error!(code = me.code(), "mirror primary: persisting a failed range as dirty: {me}");
+            }
             return Err(e);
         }
         if !confirmed {
             self.dirty.mark(offset, len);
-            self.pass_gate(name).await?;
+            self.degraded_ack(name, Some((offset, len))).await?;
         }
         Ok(())
     }
+}
+
+fn check_meta_size(meta: u64, store: u64) -> Result<(), ReplicationError> {
+    if meta != store {
+        let detail = format!("it describes an export of {meta} bytes, the store has {store} bytes");
+        return Err(MetaError::Layout { what: "superblock".into(), detail }.into());
+    }
+    Ok(())
+}
+
+/// Stream every dirty chunk to the peer (the SyncSource side), then SYNC_DONE; on its ACK clear the bitmap.
+async fn resync_loop(shared: Arc<Shared>) {
+    let started = Instant::now();
+    let outcome = resync_pieces(&shared, started).await;
+    let outcome = match outcome {
+        Ok(()) => finish_resync(&shared).await,
+        Err(e) => Err(e),
+    };
+    shared.resync.send_modify(|p| {
+        p.elapsed = started.elapsed();
+        p.phase = match &outcome {
+            Ok(()) => ResyncPhase::Done,
+            Err(reason) => ResyncPhase::Aborted(reason.clone()),
+        };
+    });
+    match outcome {
+        Ok(()) => tracing::info!(elapsed = ?started.elapsed(), "mirror primary: resync done, the peer is UpToDate"),
+        Err(reason) => tracing::warn!("mirror primary: resync aborted (the bitmap keeps the rest): {reason}"),
+    }
+}
+
+async fn resync_pieces(shared: &Arc<Shared>, started: Instant) -> Result<(), String> {
+    let mut pieces: JoinSet<bool> = JoinSet::new();
+    for (start, len) in shared.dirty.ranges() {
+        let mut offset = start;
+        while offset < start + len {
+            let n = RESYNC_PIECE.min(start + len - offset);
+            while pieces.len() >= RESYNC_WINDOW {
+                join_piece(&mut pieces).await?;
+            }
+            // Read and send under the range table; the guard is held until the peer acknowledged the piece, so an
+            // application write to the same range goes strictly before or after it, on both nodes.
+            let guard = shared.locks.acquire(offset, n).await;
+            let data = shared.local.read_at(offset, n as u32).await.map_err(|e| e.to_string())?;
+            let data: WriteBuf = Arc::new(data);
+            let sent = shared.send("resync", Some((offset, n)), |seq| Out::Write { seq, offset, data, fua: false });
+            let Some(ack) = sent.await.map_err(|e| e.to_string())? else { return Err(LINK_LOST.into()) };
+            let progress = Arc::clone(shared);
+            pieces.spawn(async move {
+                let ok = ack.await.unwrap_or(false);
+                drop(guard);
+                if ok {
+                    progress.resync.send_modify(|p| p.advance(n, started));
+                }
+                ok
+            });
+            offset += n;
+        }
+    }
+    while !pieces.is_empty() {
+        join_piece(&mut pieces).await?;
+    }
+    let done = shared.send("resync", None, |seq| Out::Frame(Frame::SyncDone { seq })).await;
+    let ack = done.map_err(|e| e.to_string())?;
+    if ack.is_none() || !acked(ack).await {
+        return Err(LINK_LOST.into());
+    }
+    Ok(())
+}
+
+const LINK_LOST: &str = "the peer link was lost";
+
+async fn join_piece(pieces: &mut JoinSet<bool>) -> Result<(), String> {
+    match pieces.join_next().await {
+        None | Some(Ok(true)) => Ok(()),
+        Some(Ok(false)) => Err(LINK_LOST.into()),
+        Some(Err(e)) => Err(format!("a resync task failed: {e}")),
+    }
+}
+
+/// The peer acknowledged SYNC_DONE: clear the in-memory and persistent bitmaps, unless the link was lost (then the
+/// degraded operations own the bitmap). Holding `bumped` orders this before any degraded acknowledgement.
+async fn finish_resync(shared: &Arc<Shared>) -> Result<(), String> {
+    let bumped = shared.bumped.lock().await;
+    if *bumped {
+        return Err("the link was lost after the resync".into());
+    }
+    {
+        let link = shared.lock_link();
+        if !matches!(*link, Link::Connected(_)) {
+            return Err("the link was lost after the resync".into());
+        }
+        shared.dirty.clear();
+    }
+    if let Some(meta) = &shared.meta {
+        meta.with(|m| {
+            m.clear_all()?;
+            m.update(|sb| {
+                sb.bitmap_uuid = 0;
+                sb.flags &= !FLAG_PEER_OUTDATED;
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    drop(bumped);
+    Ok(())
 }
 
 async fn acked(ack: Option<oneshot::Receiver<bool>>) -> bool {
@@ -589,7 +857,7 @@ impl BlockStore for ReplicatedStore {
         };
         local?;
         if !confirmed {
-            s.pass_gate("flush").await?;
+            s.degraded_ack("flush", None).await?;
         }
         Ok(())
     }
@@ -815,5 +1083,164 @@ mod tests {
         s.write_zeroes(0, 10, true).await.expect("zeroes");
         assert_eq!((gate.calls.load(Ordering::SeqCst), s.dirty().dirty_chunks()), (1, 1));
         assert_eq!(s.read_at(0, 2).await.expect("read"), vec![0, 0]);
+    }
+
+    // ---- metadata and resync ----
+
+    use crate::mirror::meta::{DEFAULT_GRANULARITY, MemDevice, Meta};
+    use crate::mirror::replication::secondary::{SecondaryConfig, serve_secondary_meta};
+
+    fn mem_meta(size: u64, node: &str) -> (MemDevice, SharedMeta) {
+        let dev = MemDevice::default();
+        let m = Meta::create_on(Box::new(dev.clone()), size, node, DEFAULT_GRANULARITY).expect("meta");
+        (dev, SharedMeta::new(m))
+    }
+
+    async fn meta_pair(
+        local: Arc<MemStore>,
+        remote: Arc<MemStore>,
+        ma: SharedMeta,
+        mb: SharedMeta,
+    ) -> (ReplicatedStore, JoinHandle<Result<Stats, ReplicationError>>) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let cfg = SecondaryConfig { node: "b".into(), ..SecondaryConfig::default() };
+        let served = tokio::spawn(serve_secondary_meta(b, Arc::clone(&remote) as Arc<dyn BlockStore>, cfg, mb));
+        let cfg = ReplicationConfig { node: "a".into(), ..ReplicationConfig::default() };
+        let local = Arc::clone(&local) as Arc<dyn BlockStore>;
+        let primary = ReplicatedStore::connect_with_meta(local, a, cfg, Arc::new(Gate::default()), ma).await;
+        (primary.expect("connect"), served)
+    }
+
+    fn patterned(size: usize) -> MemStore {
+        let s = MemStore::new(size);
+        s.data.lock().expect("lock").iter_mut().enumerate().for_each(|(i, b)| *b = (i % 251) as u8);
+        s
+    }
+
+    #[tokio::test]
+    async fn resync_pieces_and_application_writes_to_the_same_range_do_not_reorder() {
+        const SIZE: usize = 4 << 20;
+        let local = Arc::new(MemStore { slow_at_zero: Some(Duration::from_millis(5)), ..patterned(SIZE) });
+        let remote = Arc::new(MemStore::new(SIZE));
+        let ((_, ma), (_, mb)) = (mem_meta(SIZE as u64, "a"), mem_meta(SIZE as u64, "b"));
+        let (p, served) = meta_pair(Arc::clone(&local), Arc::clone(&remote), ma.clone(), mb.clone()).await;
+        assert_eq!(p.resync_progress().decision, Some(Decision::SourceFull));
+        for i in 0..20u8 {
+            p.write_at(0, buf(i, 4096), false).await.expect("write during the resync");
+            p.write_at(RESYNC_PIECE * 2 + 10, buf(i, 100), false).await.expect("write during the resync");
+        }
+        let done = p.wait_resync().await;
+        assert_eq!((done.phase, done.done_bytes), (ResyncPhase::Done, SIZE as u64));
+        assert_eq!(local.bytes(), remote.bytes(), "no resync piece overtook an application write");
+        assert_eq!(ma.dirty_bytes(), 0);
+        assert_eq!(mb.superblock().disk, DiskState::UpToDate);
+        assert_eq!(mb.superblock().current, ma.superblock().current);
+        drop(p);
+        let stats = served.await.expect("join").expect("secondary");
+        assert!(stats.resync_completed);
+    }
+
+    #[tokio::test]
+    async fn a_link_lost_during_resync_keeps_the_bitmap_and_the_next_link_resumes() {
+        const SIZE: usize = 2 << 20;
+        let local = Arc::new(patterned(SIZE));
+        let hold = Arc::new(Semaphore::new(0));
+        let remote = Arc::new(MemStore { hold: Some(Arc::clone(&hold)), ..MemStore::new(SIZE) });
+        let ((_, ma), (db, mb)) = (mem_meta(SIZE as u64, "a"), mem_meta(SIZE as u64, "b"));
+        let gen_b = mb.superblock().current;
+        let (p, served) = meta_pair(Arc::clone(&local), Arc::clone(&remote), ma.clone(), mb).await;
+        while remote.done.load(Ordering::SeqCst) == 0 && p.bytes_behind() == 0 {
+            tokio::task::yield_now().await;
+        }
+        served.abort();
+        let done = p.wait_resync().await;
+        assert!(matches!(done.phase, ResyncPhase::Aborted(_)), "{done:?}");
+        assert_eq!(ma.dirty_bytes(), SIZE as u64, "nothing confirmed, nothing cleared");
+        let sb = Meta::open_on(Box::new(db.clone())).expect("open").superblock().clone();
+        assert_eq!((sb.disk, sb.current), (DiskState::Inconsistent, gen_b), "the target is not usable yet");
+        drop(p);
+
+        let remote = Arc::new(MemStore::new(SIZE));
+        let mb = SharedMeta::new(Meta::open_on(Box::new(db)).expect("open"));
+        let (p, _served) = meta_pair(Arc::clone(&local), Arc::clone(&remote), ma.clone(), mb.clone()).await;
+        let done = p.wait_resync().await;
+        assert_eq!((done.decision, done.phase), (Some(Decision::SourceFull), ResyncPhase::Done));
+        assert_eq!(local.bytes(), remote.bytes());
+        assert_eq!((ma.dirty_bytes(), mb.superblock().disk), (0, DiskState::UpToDate));
+    }
+
+    #[tokio::test]
+    async fn split_brain_refuses_both_sides_before_anything_is_written() {
+        let ((_, ma), (_, mb)) = (mem_meta(8192, "a"), mem_meta(8192, "b"));
+        for m in [&ma, &mb] {
+            m.update(|sb| {
+                sb.disk = DiskState::UpToDate;
+                sb.history = [7, 0, 0, 0];
+            })
+            .await
+            .expect("diverged");
+        }
+        let remote = Arc::new(MemStore::new(8192));
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let served = tokio::spawn(serve_secondary_meta(b, remote.clone(), SecondaryConfig::default(), mb));
+        let local = Arc::new(patterned(8192)) as Arc<dyn BlockStore>;
+        let cfg = ReplicationConfig::default();
+        let Err(e) = ReplicatedStore::connect_with_meta(local, a, cfg, Arc::new(Gate::default()), ma).await else {
+            panic!("split brain accepted");
+        };
+        assert_eq!(e.code(), "TDM-MIR-050");
+        assert_eq!(served.await.expect("join").expect_err("refused").code(), "TDM-MIR-050");
+        assert!(remote.bytes().iter().all(|b| *b == 0));
+    }
+
+    #[tokio::test]
+    async fn degraded_writes_start_one_generation_and_persist_their_chunks() {
+        let (dev, ma) = mem_meta(1 << 20, "a");
+        let g0 = ma.superblock().current;
+        let gate = Arc::new(Gate::default());
+        let s = ReplicatedStore::standalone_with_meta(
+            Arc::new(MemStore::new(1 << 20)),
+            ReplicationConfig::default(),
+            gate.clone(),
+            ma,
+        )
+        .expect("standalone");
+        s.write_at(70_000, buf(1, 10), false).await.expect("write");
+        s.write_at(200_000, buf(1, 10), false).await.expect("write");
+        s.flush().await.expect("flush");
+        let m = Meta::open_on(Box::new(dev)).expect("open");
+        let sb = m.superblock();
+        assert_eq!((sb.history[0], sb.bitmap_uuid, sb.history[1]), (g0, g0, 0), "one new generation");
+        assert_ne!(sb.current, g0);
+        assert_eq!(m.dirty_ranges(), vec![(65536, 65536), (196_608, 65536)]);
+        assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
+        let big = Meta::create_on(Box::new(MemDevice::default()), 4096 * 3, "x", 4096).expect("meta");
+        let e = ReplicatedStore::standalone_with_meta(
+            Arc::new(MemStore::new(4096)),
+            ReplicationConfig::default(),
+            gate,
+            SharedMeta::new(big),
+        )
+        .err()
+        .expect("size mismatch");
+        assert_eq!(e.code(), "TDM-MIR-047");
+    }
+
+    #[tokio::test]
+    async fn metadata_on_one_side_only_is_refused_at_the_handshake() {
+        let (_, ma) = mem_meta(8192, "a");
+        let remote = Arc::new(MemStore::new(8192));
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let served = tokio::spawn(serve_secondary(b, remote.clone() as Arc<dyn BlockStore>));
+        let local = Arc::new(MemStore::new(8192)) as Arc<dyn BlockStore>;
+        let cfg = ReplicationConfig::default();
+        let Err(e) = ReplicatedStore::connect_with_meta(local, a, cfg, Arc::new(Gate::default()), ma.clone()).await
+        else {
+            panic!("accepted a peer without metadata");
+        };
+        assert_eq!(e.code(), "TDM-MIR-032");
+        assert!(e.to_string().contains("this node has mirror metadata"), "{e}");
+        assert_eq!(served.await.expect("join").expect_err("refused").code(), "TDM-MIR-032");
+        assert_eq!(ma.superblock().disk, DiskState::Inconsistent, "nothing saved");
     }
 }

@@ -12,9 +12,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use super::frame::{AckStatus, Frame, Hello};
+use super::frame::{AckStatus, Frame, HELLO_META, Hello, MetaInfo};
 use super::ranges::RangeLocks;
-use super::{ReplicationError, exchange_hello, read_frame};
+use super::{ReplicationError, decide_link, exchange_hello, exchange_meta, meta_info, read_frame};
+use crate::mirror::generations::Decision;
+use crate::mirror::meta::{DiskState, FLAG_DISCARDED, MetaError, Role, SharedMeta};
 use crate::mirror::store::{BlockStore, StoreError};
 
 /// Most frames the secondary runs at once; beyond that it stops reading (TCP pushes back on the primary).
@@ -58,6 +60,10 @@ pub struct Stats {
     pub failed: u64,
     /// The highest seq acknowledged.
     pub last_seq: u64,
+    /// The generation handshake's decision (None without metadata).
+    pub decision: Option<Decision>,
+    /// A SYNC_DONE was applied: this node adopted the primary's generations and is UpToDate.
+    pub resync_completed: bool,
 }
 
 /// [`serve_secondary_with`] with the default settings.
@@ -70,21 +76,86 @@ where
 
 /// Serve one link from a primary until it closes it (`Ok` with what was applied) or a fatal error.
 pub async fn serve_secondary_with<S>(
-    mut stream: S,
+    stream: S,
     store: Arc<dyn BlockStore>,
     config: SecondaryConfig,
 ) -> Result<Stats, ReplicationError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let ours = Hello { node: config.node.clone(), size: store.size(), uuid: 0, generation: 0, flags: 0 };
+    serve_inner(stream, store, config, None).await
+}
+
+/// [`serve_secondary_with`] with metadata: the generation handshake decides first. Split brain (`TDM-MIR-050`),
+/// unrelated data (`TDM-MIR-051`) or data newer than the primary's (`TDM-MIR-052`) refuse the link before
+/// anything is written. As a sync target this node is Inconsistent (saved) until the primary's SYNC_DONE, then it
+/// adopts the primary's generations and turns UpToDate (saved) before acknowledging it.
+pub async fn serve_secondary_meta<S>(
+    stream: S,
+    store: Arc<dyn BlockStore>,
+    config: SecondaryConfig,
+    meta: SharedMeta,
+) -> Result<Stats, ReplicationError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    serve_inner(stream, store, config, Some(meta)).await
+}
+
+/// What a SYNC_DONE applies: the metadata and the primary's generation state.
+#[derive(Clone)]
+struct Target {
+    meta: SharedMeta,
+    primary: MetaInfo,
+}
+
+async fn serve_inner<S>(
+    mut stream: S,
+    store: Arc<dyn BlockStore>,
+    config: SecondaryConfig,
+    meta: Option<SharedMeta>,
+) -> Result<Stats, ReplicationError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let sb = meta.as_ref().map(SharedMeta::superblock);
+    let mut ours = Hello { node: config.node.clone(), size: store.size(), uuid: 0, generation: 0, flags: 0 };
+    if let Some(sb) = &sb {
+        if sb.size != store.size() {
+            let detail = format!("it describes an export of {} bytes, the store has {} bytes", sb.size, store.size());
+            return Err(MetaError::Layout { what: "superblock".into(), detail }.into());
+        }
+        (ours.uuid, ours.generation, ours.flags) = (sb.bitmap_uuid, sb.current, HELLO_META);
+    }
     let peer = exchange_hello(&mut stream, &ours, config.hello_timeout).await?;
-    tracing::info!(peer = %peer.node, size = peer.size, "mirror secondary: link up");
-    let stats = Arc::new(Mutex::new(Stats { peer: Some(peer), ..Stats::default() }));
+    let theirs =
+        exchange_meta(&mut stream, sb.as_ref().map(|sb| meta_info(sb, Role::Secondary)), &peer, config.hello_timeout)
+            .await?;
+    let mut decision = None;
+    let mut target = None;
+    if let (Some(meta), Some(sb), Some(theirs)) = (meta, &sb, theirs) {
+        let d = decide_link(sb, Role::Secondary, &peer.node, &theirs)?;
+        let resyncing = d.is_target();
+        // In sync with an UpToDate primary: the same data, so UpToDate too.
+        let up_to_date = d == Decision::InSync && DiskState::from_byte(theirs.disk) == Some(DiskState::UpToDate);
+        meta.update(move |sb| {
+            sb.role = Role::Secondary;
+            if resyncing {
+                sb.disk = DiskState::Inconsistent;
+            } else if up_to_date {
+                sb.disk = DiskState::UpToDate;
+            }
+        })
+        .await?;
+        decision = Some(d);
+        target = Some(Target { meta, primary: theirs });
+    }
+    tracing::info!(peer = %peer.node, size = peer.size, ?decision, "mirror secondary: link up");
+    let stats = Arc::new(Mutex::new(Stats { peer: Some(peer), decision, ..Stats::default() }));
     let (mut rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel::<Frame>();
     let writer = tokio::spawn(write_frames(wr, rx));
-    let result = apply_frames(&mut rd, &store, &config, tx, &stats).await;
+    let result = apply_frames(&mut rd, &store, &config, tx, &stats, target).await;
     let written = writer
         .await
         .map_err(|e| ReplicationError::Io { during: "sending ACKs", source: std::io::Error::other(e.to_string()) })?;
@@ -117,6 +188,7 @@ async fn apply_frames<R: AsyncRead + Unpin>(
     config: &SecondaryConfig,
     acks: mpsc::UnboundedSender<Frame>,
     stats: &Arc<Mutex<Stats>>,
+    target: Option<Target>,
 ) -> Result<(), ReplicationError> {
     let locks = RangeLocks::new();
     let slots = Arc::new(Semaphore::new(MAX_APPLYING));
@@ -145,6 +217,10 @@ async fn apply_frames<R: AsyncRead + Unpin>(
                 break Err(ReplicationError::Unexpected { kind: other.kind_name(), seq: 0, detail });
             }
         };
+        if matches!(frame, Frame::SyncDone { .. }) && target.is_none() {
+            let detail = "SYNC_DONE on a link without metadata".into();
+            break Err(ReplicationError::Unexpected { kind: frame.kind_name(), seq, detail });
+        }
         if seq != last_seq.wrapping_add(1) {
             let detail = format!("expected seq {}", last_seq.wrapping_add(1));
             break Err(ReplicationError::Unexpected { kind: frame.kind_name(), seq, detail });
@@ -169,10 +245,14 @@ async fn apply_frames<R: AsyncRead + Unpin>(
         let store = Arc::clone(store);
         let acks = acks.clone();
         let stats = Arc::clone(stats);
+        let target = target.clone();
         tasks.spawn(async move {
             conflicts.wait().await;
             let counted = Counted::of(&frame);
-            let result = apply(store.as_ref(), frame).await;
+            let result = match (&frame, target) {
+                (Frame::SyncDone { .. }, Some(t)) => complete_sync(store.as_ref(), t).await,
+                _ => apply(store.as_ref(), frame).await,
+            };
             let status = {
                 let mut s = stats.lock().unwrap_or_else(PoisonError::into_inner);
                 s.last_seq = s.last_seq.max(seq);
@@ -206,6 +286,7 @@ enum Counted {
     Zeroes,
     Trim,
     Flush,
+    SyncDone,
     Nothing,
 }
 
@@ -216,6 +297,7 @@ impl Counted {
             Frame::WriteZeroes { .. } => Counted::Zeroes,
             Frame::Trim { .. } => Counted::Trim,
             Frame::Flush { .. } => Counted::Flush,
+            Frame::SyncDone { .. } => Counted::SyncDone,
             _ => Counted::Nothing,
         }
     }
@@ -229,9 +311,29 @@ impl Counted {
             Counted::Zeroes => s.zeroes += 1,
             Counted::Trim => s.trims += 1,
             Counted::Flush => s.flushes += 1,
+            Counted::SyncDone => s.resync_completed = true,
             Counted::Nothing => {}
         }
     }
+}
+
+/// SYNC_DONE (a barrier: every resync write before it is applied): make the data durable, then adopt the
+/// primary's generations and turn UpToDate, durably, before the ACK.
+async fn complete_sync(store: &dyn BlockStore, t: Target) -> Result<(), StoreError> {
+    store.flush().await?;
+    let p = t.primary;
+    t.meta
+        .update(move |sb| {
+            sb.current = p.current;
+            sb.history = p.history;
+            sb.bitmap_uuid = 0;
+            sb.disk = DiskState::UpToDate;
+            sb.flags &= !FLAG_DISCARDED;
+        })
+        .await
+        .map_err(|e| StoreError::Task { op: "sync_done", reason: e.to_string() })?;
+    tracing::info!("mirror secondary: resync complete, UpToDate");
+    Ok(())
 }
 
 async fn apply(store: &dyn BlockStore, frame: Frame) -> Result<(), StoreError> {

@@ -1,0 +1,68 @@
+//! Progress of a resync, as a snapshot ([`ResyncProgress`]) published through a watch channel by the primary's
+//! resync task (see [`ReplicatedStore::resync_progress`](super::ReplicatedStore::resync_progress)).
+
+use std::time::{Duration, Instant};
+
+use crate::mirror::generations::Decision;
+
+/// Where a resync is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ResyncPhase {
+    /// No resync on this link (no metadata, or in sync with an empty bitmap).
+    #[default]
+    Idle,
+    Running,
+    /// Every dirty chunk reached the peer, it is UpToDate and this node's bitmap is clear.
+    Done,
+    /// The link was lost or a local read failed; the bitmap keeps what is left (the next link resumes).
+    Aborted(String),
+}
+
+/// A snapshot of the resync of one link.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResyncProgress {
+    /// The handshake's decision (None without metadata).
+    pub decision: Option<Decision>,
+    pub phase: ResyncPhase,
+    /// Bytes to resync (the dirty chunks, or the whole disk for a full sync).
+    pub total_bytes: u64,
+    /// Bytes sent and acknowledged by the peer.
+    pub done_bytes: u64,
+    pub elapsed: Duration,
+    /// Average rate since the start.
+    pub bytes_per_sec: u64,
+}
+
+impl ResyncProgress {
+    /// Percentage done, 0..=100 (100 when there is nothing to do).
+    pub fn percent(&self) -> u8 {
+        if self.total_bytes == 0 {
+            return 100;
+        }
+        (self.done_bytes.min(self.total_bytes) * 100 / self.total_bytes) as u8
+    }
+
+    pub(crate) fn advance(&mut self, bytes: u64, started: Instant) {
+        self.done_bytes += bytes;
+        self.elapsed = started.elapsed();
+        let ms = self.elapsed.as_millis().max(1);
+        self.bytes_per_sec = (u128::from(self.done_bytes) * 1000 / ms) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_and_rate_follow_the_bytes_done() {
+        let mut p = ResyncProgress { total_bytes: 400, ..ResyncProgress::default() };
+        assert_eq!(p.percent(), 0);
+        p.advance(100, Instant::now());
+        assert_eq!(p.percent(), 25);
+        assert!(p.bytes_per_sec > 0);
+        p.advance(300, Instant::now());
+        assert_eq!(p.percent(), 100);
+        assert_eq!(ResyncProgress::default().percent(), 100);
+    }
+}
