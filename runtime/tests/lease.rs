@@ -1,58 +1,19 @@
 //! The lease store against a real moto server (pinned venv from tests/support/moto-venv.sh).
 
+#[path = "support/lease_table.rs"]
+mod lease_table;
 #[path = "support/moto.rs"]
 mod moto;
+
+use lease_table::{TABLE, client, create_table, me};
 
 use moto::Moto;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{Credentials, Region};
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use tandem_runtime::membership::lease::{
-    Acquire, Holder, Lease, LeaseKeeper, LeaseState, LeaseStore, LeaseTiming, contender_wait,
+    Acquire, Lease, LeaseKeeper, LeaseState, LeaseStore, LeaseTiming, contender_wait,
 };
-
-async fn client(endpoint: &str) -> Client {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_millis(300))
-                .operation_timeout(Duration::from_secs(2))
-                .build(),
-        )
-        .load()
-        .await;
-    Client::new(&sdk)
-}
-
-const TABLE: &str = "tandem-test-leases";
-
-async fn create_table(c: &Client) {
-    c.create_table()
-        .table_name(TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("group")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attr"),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("group").key_type(KeyType::Hash).build().expect("key"))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("create table");
-}
-
-fn me(node: &str) -> Holder {
-    Holder { node: node.into(), incarnation: 1 }
-}
 
 fn acquired(a: Acquire) -> Lease {
     match a {
