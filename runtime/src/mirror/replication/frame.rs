@@ -57,7 +57,8 @@ pub const HELLO_META: u32 = 1;
 pub const FLAG_FUA: u32 = 1;
 
 const HELLO_FIXED: u32 = 28;
-const WRITE_FIXED: u32 = 12;
+/// The fixed part of a WRITE payload (offset u64, flags u32) before its data.
+pub const WRITE_FIXED: u32 = 12;
 const RANGE_FIXED: u32 = 20;
 const TRIM_LEN: u32 = 16;
 const ACK_FIXED: u32 = 5;
@@ -255,6 +256,19 @@ fn fua_flag(kind: &'static str, flags: u32) -> Result<bool, FrameError> {
     Ok(flags & FLAG_FUA != 0)
 }
 
+/// A WRITE frame from its fixed part (`WRITE_FIXED` bytes) and its data, already separated: the link reader reads
+/// the data straight into its own buffer, so a 1 MiB write is not copied once more.
+pub fn decode_write(head: &Header, fixed: &[u8], data: Vec<u8>) -> Result<Frame, FrameError> {
+    let kind = kind_name(head.kind);
+    if head.kind != T_WRITE || fixed.len() != WRITE_FIXED as usize || head.len as usize != fixed.len() + data.len() {
+        return Err(FrameError::Truncated { need: head.len as usize, got: fixed.len() + data.len() });
+    }
+    let offset = be_u64(fixed, 0);
+    let fua = fua_flag(kind, be_u32(fixed, 8))?;
+    end_of(kind, offset, data.len() as u64)?;
+    Ok(Frame::Write { seq: head.seq, offset, data, fua })
+}
+
 /// Decode the payload of a frame whose header [`Header::decode`] accepted. `payload` must be exactly `head.len`
 /// bytes.
 pub fn decode_payload(head: &Header, payload: &[u8]) -> Result<Frame, FrameError> {
@@ -279,13 +293,7 @@ pub fn decode_payload(head: &Header, payload: &[u8]) -> Result<Frame, FrameError
                 node: node.to_string(),
             })
         }
-        T_WRITE => {
-            let offset = be_u64(p, 0);
-            let fua = fua_flag(kind, be_u32(p, 8))?;
-            let data = p[WRITE_FIXED as usize..].to_vec();
-            end_of(kind, offset, data.len() as u64)?;
-            Frame::Write { seq, offset, data, fua }
-        }
+        T_WRITE => decode_write(head, &p[..WRITE_FIXED as usize], p[WRITE_FIXED as usize..].to_vec())?,
         T_WRITE_ZEROES => {
             let (offset, len) = (be_u64(p, 0), be_u64(p, 8));
             let fua = fua_flag(kind, be_u32(p, 16))?;

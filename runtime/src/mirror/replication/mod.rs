@@ -174,6 +174,20 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Optio
         got += n;
     }
     let head = frame::Header::decode(&head)?;
+    let fixed = frame::WRITE_FIXED as usize;
+    if head.kind == frame::T_WRITE && head.len as usize >= fixed {
+        // The data goes straight into the buffer the store writes from (no zeroing, no second copy).
+        let mut part = [0u8; frame::WRITE_FIXED as usize];
+        rd.read_exact(&mut part).await.map_err(ReplicationError::io("reading a frame's payload"))?;
+        let len = head.len as usize - fixed;
+        let mut data = Vec::with_capacity(len);
+        let got = (&mut *rd).take(len as u64).read_to_end(&mut data).await;
+        got.map_err(ReplicationError::io("reading a frame's payload"))?;
+        if data.len() != len {
+            return Err(FrameError::Truncated { need: head.len as usize, got: fixed + data.len() }.into());
+        }
+        return Ok(Some(frame::decode_write(&head, &part, data)?));
+    }
     let mut payload = vec![0u8; head.len as usize];
     rd.read_exact(&mut payload).await.map_err(ReplicationError::io("reading a frame's payload"))?;
     Ok(Some(frame::decode_payload(&head, &payload)?))
