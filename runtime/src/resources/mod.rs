@@ -11,6 +11,7 @@ pub mod aws_dns;
 pub mod aws_eip;
 pub mod aws_vip;
 pub mod exec;
+pub mod mirror_disk;
 
 use std::fmt;
 use std::path::PathBuf;
