@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::config::{Credentials, Region};
+use aws_sdk_ec2::config::Region;
 use aws_sdk_ec2::types::{AttributeBooleanValue, DomainType};
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, HostedZoneConfig, ResourceRecord, ResourceRecordSet, RrType, Vpc, VpcRegion,
@@ -47,20 +47,8 @@ async fn conformance(r: &dyn GroupResource) {
 
 impl Moto {
     async fn clients(&self) -> AwsClients {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(format!("http://127.0.0.1:{}", self.port))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_millis(500))
-                    .operation_timeout(Duration::from_secs(5))
-                    .build(),
-            )
-            .load()
-            .await;
-        AwsClients::new(&sdk)
+        let endpoint = format!("http://127.0.0.1:{}", self.port);
+        AwsClients::new(&moto::sdk_config(&endpoint, Duration::from_secs(5)).await)
     }
 }
 

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use aws_sdk_ec2::config::{Credentials, Region};
 use tandem_runtime::config::{HostPort, Monitor, MonitorKind, Node, RecoveryTarget};
 use tandem_runtime::monitors::runner::{self, Recovery};
 use tandem_runtime::monitors::{Check, Outcome, build};
@@ -105,20 +104,7 @@ async fn failing_tcp_monitor_requests_recovery_of_its_target() {
 }
 
 async fn ec2(endpoint: &str) -> aws_sdk_ec2::Client {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_millis(300))
-                .operation_timeout(Duration::from_secs(5))
-                .build(),
-        )
-        .load()
-        .await;
-    aws_sdk_ec2::Client::new(&sdk)
+    aws_sdk_ec2::Client::new(&moto::sdk_config(endpoint, Duration::from_secs(5)).await)
 }
 
 async fn az_outcome(client: &aws_sdk_ec2::Client, zone: &str) -> Outcome {

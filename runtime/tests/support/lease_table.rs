@@ -1,29 +1,16 @@
 //! The lease table for the runtime's DynamoDB tests: a client for an endpoint (one attempt, short timeouts, so an
-//! unreachable store fails fast) and the table as tandem's Terraform creates it. Included by several test crates.
+//! unreachable store fails fast) and the table as tandem's Terraform creates it. Included, with support/moto.rs,
+//! by several test crates.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use tandem_runtime::membership::lease::Holder;
 
 pub async fn client(endpoint: &str) -> Client {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_millis(300))
-                .operation_timeout(Duration::from_secs(2))
-                .build(),
-        )
-        .load()
-        .await;
-    Client::new(&sdk)
+    Client::new(&crate::moto::sdk_config(endpoint, Duration::from_secs(2)).await)
 }
 
 pub const TABLE: &str = "tandem-test-leases";

@@ -60,3 +60,21 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// An SDK configuration for a test endpoint: test credentials, us-east-1, one attempt, a short connect timeout
+/// (an unreachable endpoint fails fast) and `operation_timeout` per call.
+pub async fn sdk_config(endpoint: &str, operation_timeout: Duration) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "test"))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_millis(300))
+                .operation_timeout(operation_timeout)
+                .build(),
+        )
+        .load()
+        .await
+}
