@@ -5,7 +5,11 @@
 #[path = "support/moto.rs"]
 mod moto;
 
+#[path = "support/ocf.rs"]
+mod ocf;
+
 use moto::Moto;
+use ocf::{UNLEASED, conformance};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -24,24 +28,11 @@ use tandem_runtime::resources::aws_vip::AwsVipResource;
 use tandem_runtime::resources::{self, ErrorClass, GroupResource, Invocation, Probe, ResourceContext};
 
 const LEASED: Invocation = Invocation { lease_token: Some(7) };
-const UNLEASED: Invocation = Invocation { lease_token: None };
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
 const VIP_CIDR: &str = "10.1.0.10/32";
 const IP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 const IP_B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 10);
 const RECORD: &str = "app.example.internal.";
-
-/// The ocf-tester sequence every group resource must pass, starting from stopped.
-async fn conformance(r: &dyn GroupResource) {
-    let who = format!("{} {}", r.kind(), r.name());
-    assert_eq!(r.probe(&UNLEASED).await, Ok(Probe::Stopped), "{who}: probe before start");
-    assert_eq!(r.start(&LEASED).await, Ok(()), "{who}: start");
-    assert_eq!(r.start(&LEASED).await, Ok(()), "{who}: start when running");
-    assert_eq!(r.probe(&LEASED).await, Ok(Probe::Running), "{who}: probe after start");
-    assert_eq!(r.stop(&LEASED).await, Ok(()), "{who}: stop");
-    assert_eq!(r.probe(&UNLEASED).await, Ok(Probe::Stopped), "{who}: probe after stop");
-    assert_eq!(r.stop(&UNLEASED).await, Ok(()), "{who}: stop when stopped");
-}
 
 // ---- moto -----------------------------------------------------------------------------------------------
 
@@ -245,7 +236,7 @@ async fn vip_routes_follow_the_active_node() {
         "one Describe + one write per route table (plus the ENI and VPC lookups, once)"
     );
     a.stop(&LEASED).await.expect("stop");
-    conformance(&a).await;
+    conformance(&a, &LEASED).await;
     assert_eq!(w.vip_targets().await, vec![some(&w.eni_a); 3], "stop leaves the routes");
 
     // Node B, prepared at its daemon's start (ENI and VPC looked up), takes over: every route moves with one
@@ -368,7 +359,7 @@ async fn eip_follows_the_active_node() {
     let a = AwsEipResource::new("eip", &config, &cx("a"), &w.env("a"));
     let b = AwsEipResource::new("eip", &config, &cx("b"), &w.env("b"));
 
-    conformance(&a).await;
+    conformance(&a, &LEASED).await;
     assert_eq!(w.eip_eni().await, None, "stop disassociated it");
     assert_eq!(a.calls()["ec2:AssociateAddress"], 1, "the second start did not associate again");
     assert_eq!(a.calls()["ec2:DisassociateAddress"], 1, "the second stop did not disassociate again");
@@ -410,7 +401,7 @@ async fn dns_record_follows_the_active_node() {
     let b = AwsDnsResource::new("name", &config, &cx("b"), &w.env("b"));
     assert_eq!((a.value(), b.value()), (IP_A, Ipv4Addr::new(10, 0, 2, 99)));
 
-    conformance(&a).await;
+    conformance(&a, &LEASED).await;
     assert_eq!(w.record().await, None, "delete_on_deactivate removed it");
     assert_eq!(a.calls()["route53:ChangeResourceRecordSets"], 2, "one UPSERT, one DELETE");
 
@@ -432,7 +423,7 @@ async fn dns_record_follows_the_active_node() {
     let mut keep = AwsDns::new(&w.zone, RECORD);
     keep.delete_on_deactivate = false;
     let k = AwsDnsResource::new("name", &keep, &cx("a"), &w.env("a"));
-    conformance(&k).await;
+    conformance(&k, &LEASED).await;
     assert_eq!(w.record().await, Some(vec!["10.0.1.10".to_string()]), "kept after stop");
 
     // Hosted zone missing: fatal.

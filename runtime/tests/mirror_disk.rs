@@ -2,6 +2,10 @@
 //! data and metadata files under a tempdir and a loopback mirror-connect port; real `qemu-io` talks to the
 //! active node's NBD export socket. After each client run the data files are compared byte for byte.
 
+#[path = "support/ocf.rs"]
+mod ocf;
+
+use ocf::conformance;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -270,19 +274,13 @@ async fn it_follows_the_ocf_sequence_without_its_peer() {
         let pair = Pair::new();
         let a = pair.node("a", allow_all(), false);
         // No prepare: start opens what it needs; no peer: the primary starts degraded.
-        assert_eq!(a.probe(&INV).await, Ok(Probe::Stopped), "probe before start");
-        assert_eq!(a.start(&INV).await, Ok(()), "start");
-        assert_eq!(a.start(&INV).await, Ok(()), "start when running");
-        assert_eq!(a.probe(&INV).await, Ok(Probe::Running), "probe after start");
-        assert!(a.socket_path().exists());
-        let st = a.mirror_status().await.expect("A status");
-        assert!(matches!(st.replication, Some(ReplicationState::Degraded { .. })), "{st:?}");
-        assert_eq!(a.stop(&INV).await, Ok(()), "stop");
-        assert_eq!(a.probe(&INV).await, Ok(Probe::Stopped), "probe after stop");
-        assert_eq!(a.stop(&INV).await, Ok(()), "stop when stopped");
+        conformance(&a, &INV).await;
         assert_eq!(a.probe(&INV).await, Ok(Probe::Stopped), "probe after the second stop");
         assert_eq!(a.start(&INV).await, Ok(()), "start again");
         assert_eq!(a.probe(&INV).await, Ok(Probe::Running));
+        assert!(a.socket_path().exists());
+        let st = a.mirror_status().await.expect("A status");
+        assert!(matches!(st.replication, Some(ReplicationState::Degraded { .. })), "{st:?}");
         assert_eq!(a.stop(&INV).await, Ok(()));
         assert_eq!((a.name(), a.kind()), (NAME, "mirror_disk"));
     })

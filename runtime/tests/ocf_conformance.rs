@@ -2,6 +2,10 @@
 //! supports, and the exec resource's environment, timeouts and exit-code classes. Resources are built the way
 //! tandemd builds them: parse a config, then `resources::build`.
 
+#[path = "support/ocf.rs"]
+mod ocf;
+
+use ocf::{UNLEASED, conformance};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -9,19 +13,6 @@ use tandem_runtime::config::parse;
 use tandem_runtime::resources::{self, ErrorClass, GroupResource, Invocation, Probe, ResourceContext, ResourceError};
 
 const LEASED: Invocation = Invocation { lease_token: Some(42) };
-const UNLEASED: Invocation = Invocation { lease_token: None };
-
-/// The ocf-tester sequence every group resource must pass, starting from stopped.
-async fn conformance(r: &dyn GroupResource) {
-    let who = format!("{} {}", r.kind(), r.name());
-    assert_eq!(r.probe(&UNLEASED).await, Ok(Probe::Stopped), "{who}: probe before start");
-    assert_eq!(r.start(&LEASED).await, Ok(()), "{who}: start");
-    assert_eq!(r.start(&LEASED).await, Ok(()), "{who}: start when running");
-    assert_eq!(r.probe(&LEASED).await, Ok(Probe::Running), "{who}: probe after start");
-    assert_eq!(r.stop(&LEASED).await, Ok(()), "{who}: stop");
-    assert_eq!(r.probe(&UNLEASED).await, Ok(Probe::Stopped), "{who}: probe after stop");
-    assert_eq!(r.stop(&UNLEASED).await, Ok(()), "{who}: stop when stopped");
-}
 
 /// A config with one group "web" on node-a and node-b whose only resource is `resource`, a whole block.
 fn config_with(resource: &str) -> String {
@@ -103,7 +94,7 @@ async fn exec_with_probe_passes_the_ocf_sequence() {
     let stop = s.script("stop.sh", "echo stop >> $dir/calls; rm -f $dir/running");
     let probe = s.script("probe.sh", "test -f $dir/running || exit 7");
     let r = s.exec(&format!("start = \"{start}\"\nstop = \"{stop}\"\nprobe = \"{probe}\""));
-    conformance(r.as_ref()).await;
+    conformance(r.as_ref(), &LEASED).await;
     assert_eq!(s.read("calls"), "start\nstop\n", "each command runs once: start and stop are idempotent");
     assert!(!s.path("state").exists(), "with a probe command, no marker is written");
 }
@@ -114,7 +105,7 @@ async fn exec_without_probe_passes_the_ocf_sequence() {
     let start = s.script("start.sh", "echo start >> $dir/calls");
     let stop = s.script("stop.sh", "echo stop >> $dir/calls");
     let r = s.exec(&format!("start = \"{start}\"\nstop = \"{stop}\""));
-    conformance(r.as_ref()).await;
+    conformance(r.as_ref(), &LEASED).await;
     assert_eq!(s.read("calls"), "start\nstop\n", "each command runs once: the marker answers the probes");
 }
 
@@ -123,7 +114,7 @@ async fn exec_without_probe_or_stop_passes_the_ocf_sequence() {
     let s = Scratch::new();
     let start = s.script("start.sh", "echo start >> $dir/calls");
     let r = s.exec(&format!("start = \"{start}\""));
-    conformance(r.as_ref()).await;
+    conformance(r.as_ref(), &LEASED).await;
     assert_eq!(s.read("calls"), "start\n");
 }
 
