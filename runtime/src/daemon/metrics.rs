@@ -92,37 +92,46 @@ pub fn render(s: &StatusReply) -> String {
         }
     }
     flush(&mut out, &mut lines);
-    let n = family(
+    per_group(
         &mut out,
+        s,
         "tandem_group_failovers_total",
         "counter",
         "Takeovers by this node after the holder was lost.",
+        |g| g.failovers.to_string(),
     );
-    for g in &s.groups {
-        lines.push(format!("{n}{{group=\"{}\"}} {}", label(&g.name), g.failovers));
-    }
-    flush(&mut out, &mut lines);
-    let n = family(
+    per_group(
         &mut out,
+        s,
         "tandem_group_last_failover_seconds",
         "gauge",
         "Time from losing the holder to the group running here, last takeover.",
+        |g| (g.last_takeover_ms as f64 / 1e3).to_string(),
     );
-    for g in &s.groups {
-        lines.push(format!("{n}{{group=\"{}\"}} {}", label(&g.name), g.last_takeover_ms as f64 / 1e3));
-    }
-    flush(&mut out, &mut lines);
-    let n = family(
+    per_group(
         &mut out,
+        s,
         "tandem_group_lease_remaining_seconds",
         "gauge",
         "How long this node may still run the group without a renewal (0 when not holding).",
+        |g| (g.lease_remaining_ms as f64 / 1e3).to_string(),
     );
-    for g in &s.groups {
-        lines.push(format!("{n}{{group=\"{}\"}} {}", label(&g.name), g.lease_remaining_ms as f64 / 1e3));
-    }
-    flush(&mut out, &mut lines);
     out
+}
+
+/// A family with one sample per group, labelled by the group's name.
+fn per_group(
+    out: &mut String,
+    s: &StatusReply,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&tandem_proto::control::GroupStatus) -> String,
+) {
+    let n = family(out, name, kind, help);
+    for g in &s.groups {
+        let _ = writeln!(out, "{n}{{group=\"{}\"}} {}", label(&g.name), value(g));
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) -> String {
