@@ -193,6 +193,26 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Optio
     Ok(Some(frame::decode_payload(&head, &payload)?))
 }
 
+/// Our HELLO: node name and store size, plus (with metadata) the generations and [`frame::HELLO_META`]. The
+/// metadata must describe this store (TDM-MIR-047 otherwise).
+pub(crate) fn our_hello(node: &str, size: u64, sb: Option<&Superblock>) -> Result<Hello, ReplicationError> {
+    let mut ours = Hello { node: node.to_string(), size, uuid: 0, generation: 0, flags: 0 };
+    if let Some(sb) = sb {
+        check_meta_size(sb.size, size)?;
+        (ours.uuid, ours.generation, ours.flags) = (sb.bitmap_uuid, sb.current, frame::HELLO_META);
+    }
+    Ok(ours)
+}
+
+/// The metadata describes an export of the store's size.
+pub(crate) fn check_meta_size(meta: u64, store: u64) -> Result<(), ReplicationError> {
+    if meta != store {
+        let detail = format!("it describes an export of {meta} bytes, the store has {store} bytes");
+        return Err(MetaError::Layout { what: "superblock".into(), detail }.into());
+    }
+    Ok(())
+}
+
 /// Send our HELLO, read the peer's (within `timeout`) and check the sizes match.
 pub(crate) async fn exchange_hello<S>(io: &mut S, ours: &Hello, timeout: Duration) -> Result<Hello, ReplicationError>
 where

@@ -13,10 +13,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::dirty::DirtyTracker;
-use super::frame::{AckStatus, Frame, HELLO_META, Hello, MAX_DATA};
+use super::frame::{AckStatus, Frame, Hello, MAX_DATA};
 use super::ranges::RangeLocks;
 use super::resync::{ResyncPhase, ResyncProgress};
-use super::{ReplicationError, decide_link, exchange_hello, exchange_meta, meta_info, read_frame};
+use super::{
+    ReplicationError, check_meta_size, decide_link, exchange_hello, exchange_meta, meta_info, our_hello, read_frame,
+};
 use crate::mirror::generations::Decision;
 use crate::mirror::meta::{
     DiskState, FLAG_DISCARDED, FLAG_PEER_OUTDATED, MetaError, Role, SharedMeta, random_generation,
@@ -224,11 +226,7 @@ impl ReplicatedStore {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let sb = meta.as_ref().map(SharedMeta::superblock);
-        let mut ours = Hello { node: cfg.node.clone(), size: local.size(), uuid: 0, generation: 0, flags: 0 };
-        if let Some(sb) = &sb {
-            check_meta_size(sb.size, local.size())?;
-            (ours.uuid, ours.generation, ours.flags) = (sb.bitmap_uuid, sb.current, HELLO_META);
-        }
+        let ours = our_hello(&cfg.node, local.size(), sb.as_ref())?;
         let peer = exchange_hello(&mut stream, &ours, cfg.hello_timeout).await?;
         let theirs =
             exchange_meta(&mut stream, sb.as_ref().map(|sb| meta_info(sb, Role::Primary)), &peer, cfg.hello_timeout)
@@ -629,14 +627,6 @@ impl Shared {
         }
         Ok(())
     }
-}
-
-fn check_meta_size(meta: u64, store: u64) -> Result<(), ReplicationError> {
-    if meta != store {
-        let detail = format!("it describes an export of {meta} bytes, the store has {store} bytes");
-        return Err(MetaError::Layout { what: "superblock".into(), detail }.into());
-    }
-    Ok(())
 }
 
 /// Stream every dirty chunk to the peer (the SyncSource side), then SYNC_DONE; on its ACK clear the bitmap.

@@ -12,11 +12,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use super::frame::{AckStatus, Frame, HELLO_META, Hello, MetaInfo};
+use super::frame::{AckStatus, Frame, Hello, MetaInfo};
 use super::ranges::RangeLocks;
-use super::{ReplicationError, decide_link, exchange_hello, exchange_meta, meta_info, read_frame};
+use super::{ReplicationError, decide_link, exchange_hello, exchange_meta, meta_info, our_hello, read_frame};
 use crate::mirror::generations::Decision;
-use crate::mirror::meta::{DiskState, FLAG_DISCARDED, MetaError, Role, SharedMeta};
+use crate::mirror::meta::{DiskState, FLAG_DISCARDED, Role, SharedMeta};
 use crate::mirror::store::{BlockStore, StoreError};
 
 /// Most frames the secondary runs at once; beyond that it stops reading (TCP pushes back on the primary).
@@ -119,14 +119,7 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let sb = meta.as_ref().map(SharedMeta::superblock);
-    let mut ours = Hello { node: config.node.clone(), size: store.size(), uuid: 0, generation: 0, flags: 0 };
-    if let Some(sb) = &sb {
-        if sb.size != store.size() {
-            let detail = format!("it describes an export of {} bytes, the store has {} bytes", sb.size, store.size());
-            return Err(MetaError::Layout { what: "superblock".into(), detail }.into());
-        }
-        (ours.uuid, ours.generation, ours.flags) = (sb.bitmap_uuid, sb.current, HELLO_META);
-    }
+    let ours = our_hello(&config.node, store.size(), sb.as_ref())?;
     let peer = exchange_hello(&mut stream, &ours, config.hello_timeout).await?;
     let theirs =
         exchange_meta(&mut stream, sb.as_ref().map(|sb| meta_info(sb, Role::Secondary)), &peer, config.hello_timeout)
