@@ -238,8 +238,18 @@ if span:
             body = drop_block(body, kind + r"\b")
     body = re.sub(r'(\btcp\s*\{[^}]*?\baddress\s*=\s*)"[^"]*"', lambda m: m.group(1) + '"' + witness + '"', body)
     text = text[:s] + body + text[e:]
-# No disk here: mirror_disk goes (this tandemd build has no mirror_disk resource either).
-text = drop_resource(text, "mirror_disk")
+# No EBS volume here: each mirror_disk gets a file per node in the node's directory, and no mount point (this
+# machine has no kernel NBD): the export is served on its Unix socket, which the demo writes to with qemu-io.
+node_dir = secrets.rsplit("/", 1)[0]
+for name in re.findall(r'^\s*resource\s+"mirror_disk"\s+"([^"]+)"', text, re.M):
+    h = r'resource\s+"mirror_disk"\s+"' + re.escape(name) + '"'
+    text = set_attr(text, h, "data_device", f"{node_dir}/{name}-data.img")
+    text = set_attr(text, h, "metadata_device", f"{node_dir}/{name}-meta.img")
+    s, e = block_span(text, h)
+    body = re.sub(r'^\s*mount_point\s*=.*\n', "", text[s:e], flags=re.M)
+    while block_span(body, r'override\b'):
+        body = drop_block(body, r'override\b')
+    text = text[:s] + body + text[e:]
 if mode == "exec-only":
     text = drop_resource(text, "aws_vip")
 # Monitors of removed resources go with them.
@@ -268,6 +278,7 @@ PY
 }
 
 status_json() { "$bin/tandemctl" --socket "$DIR/$1/tandemd.sock" status --json 2>/dev/null; }
+mirror_json() { "$bin/tandemctl" --socket "$DIR/$1/tandemd.sock" mirror status "$2" --json 2>/dev/null; }
 
 # The role of group $2 on node $1 (empty while the socket does not answer).
 role() {
@@ -417,6 +428,15 @@ for node in sys.argv[2:]:
   diff -u "$DIR/$active/rendered.hcl" "$DIR/$active/cluster.hcl" | grep '^[-+] ' | sed 's/^/   /' || true
   group="$(sed -n 's/^group "\([^"]*\)".*/\1/p' "$DIR/$active/cluster.hcl" | head -1)"
 
+  # The mirror disk: a sparse 64 MiB file per node stands for the EBS data partition.
+  local mdisk
+  mdisk="$(sed -n 's/^[[:space:]]*resource "mirror_disk" "\([^"]*\)".*/\1/p' "$DIR/$active/cluster.hcl" | head -1)"
+  if [ -n "$mdisk" ]; then
+    for name in "${names[@]}"; do rm -f "$DIR/$name/$mdisk-"*.img; truncate -s 64M "$DIR/$name/$mdisk-data.img"; done
+    note "mirror_disk \"$mdisk\": data device $DIR/<node>/$mdisk-data.img (64 MiB file), no mount point (no kernel NBD"
+    note "         here): the active node serves it as an NBD export on its Unix socket"
+  fi
+
   export AWS_EC2_METADATA_DISABLED=true TANDEM_LOG="${TANDEM_LOG:-info}"
   step "runtime: start tandemd on $active and $standby"
   for name in "${names[@]}"; do start_node "$name"; done
@@ -456,6 +476,23 @@ sys.exit(0 if all(p.get("state") == "standby" for p in g.get("peers", [])) else 
 
   step "tandemctl status on $active"
   "$bin/tandemctl" --socket "$DIR/$active/tandemd.sock" status | sed 's/^/   /'
+  if [ -n "$mdisk" ]; then
+    step "mirror disk $mdisk: the fresh pair's initial full sync, $active -> $standby"
+    local synced_at=$(($(now_ms) + 60000))
+    until mirror_json "$active" "$mdisk" | "$py" -c '
+import json, sys
+d = json.load(sys.stdin)["disks"][0]
+sys.exit(0 if d["link"] == "connected" and d["dirty_bytes"] == 0 and not d["resyncing"] else 1)' 2>/dev/null; do
+      [ "$(now_ms)" -lt "$synced_at" ] || fail "mirror disk $mdisk did not sync in 60 s"
+      sleep 0.2
+    done
+    "$bin/tandemctl" --socket "$DIR/$active/tandemd.sock" mirror status | sed 's/^/   /'
+    if command -v qemu-io >/dev/null; then
+      qemu-io -f raw "nbd+unix:///$mdisk?socket=$DIR/$active/state/$group/$mdisk.nbd" -c "write -P 90 0 8M" \
+        | sed 's/^/   qemu-io: /' || fail "qemu-io could not write through $active's export"
+      note "8 MiB of byte 90 written through $active's NBD export: each write acknowledged once on both disks"
+    fi
+  fi
   if [ "$mode" = full ]; then
     step "AWS: the VIP route of every route table of $vpc"
     "$py" "$DIR/aws.py" routes "$vip" "$vpc" "$enis_json" "$active" || fail "VIP routes are not on $active's ENI"
@@ -483,6 +520,21 @@ g = next(g for g in json.load(sys.stdin)["groups"] if g["name"] == sys.argv[1])
 print(g.get("failovers", "?"), g.get("last_takeover_ms", "?"))' "$group")"
   note "tandemd on $standby: failovers ${last% *}, last took ${last#* } ms (from the holder's loss to running)"
   note "this demo: $took ms from SIGKILL to active (heartbeat timeout + witness check + lease expiry + start)"
+
+  if [ -n "$mdisk" ]; then
+    step "mirror disk $mdisk on $standby, after the failover"
+    if command -v qemu-io >/dev/null; then
+      local out
+      out="$(qemu-io -f raw "nbd+unix:///$mdisk?socket=$DIR/$standby/state/$group/$mdisk.nbd" -c "read -P 90 0 8M" 2>&1)" \
+        || fail "FAILED: $standby does not serve its export: $out"
+      echo "$out" | sed 's/^/   qemu-io: /'
+      case "$out" in *"verification failed"*|*"read failed"*) fail "FAILED: $standby lost bytes written on $active" ;; esac
+      note "read back through $standby's export: the 8 MiB written on $active before the crash, byte for byte"
+    fi
+    "$bin/tandemctl" --socket "$DIR/$standby/tandemd.sock" mirror status | sed 's/^/   /'
+    note "degraded: $active is gone; its replica is marked Outdated in the lease before the first write here,"
+    note "and resyncs from the bitmap when it returns"
+  fi
 
   step "tandemctl events on $standby"
   "$bin/tandemctl" --socket "$DIR/$standby/tandemd.sock" events --limit 8 | sed 's/^/   /'

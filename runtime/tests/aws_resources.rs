@@ -383,7 +383,7 @@ async fn eip_follows_the_active_node() {
     // Unknown allocation ID: fatal, also through build_with.
     let r = Resource::new("eip", ResourceKind::AwsEip(AwsEip::new("eipalloc-0123456789abcdef0")));
     let env = w.env("a");
-    let built = resources::build_with(&r, &cx("a"), Some(&env)).expect("aws_eip builds with an AwsEnv");
+    let built = resources::build_with(&r, &cx("a"), Some(&env), None).expect("aws_eip builds with an AwsEnv");
     assert_eq!(built.kind(), "aws_eip");
     let e = built.start(&LEASED).await.expect_err("no such allocation");
     assert_eq!((e.class, e.code()), (ErrorClass::Fatal, "TDM-AWS-113"), "{e}");

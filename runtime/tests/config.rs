@@ -719,8 +719,12 @@ fn generate(seed: u64) -> Config {
                     }
                     ResourceKind::AwsDns(dns)
                 }
-                3 => {
+                // A mirror disk replicates between exactly two servers.
+                3 if servers.len() == 2 => {
                     let mut md = MirrorDisk::new("/dev/xvdf2", "/dev/xvdf1", "/srv/data");
+                    if r.chance(30) {
+                        md.mount_point = None;
+                    }
                     md.filesystem = *r.pick(Filesystem::ALL);
                     for s in r.subset(&servers) {
                         md.per_node.insert(

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tandem_runtime::config::MirrorDisk;
 use tandem_runtime::mirror::generations::{Decision, GenState};
-use tandem_runtime::mirror::meta::{DiskState, Role};
+use tandem_runtime::mirror::meta::{DEFAULT_GRANULARITY, DiskState, Meta, Role};
 use tandem_runtime::mirror::outdated::promotion_check;
 use tandem_runtime::mirror::replication::{PeerLossGate, ReplicationState};
 use tandem_runtime::resources::mirror_disk::{MirrorDiskResource, MirrorEnv, PromotionGuard};
@@ -43,7 +43,7 @@ impl Gate {
 
 #[async_trait::async_trait]
 impl PeerLossGate for Gate {
-    async fn mark_peer_outdated(&self) -> Result<(), String> {
+    async fn mark_peer_outdated(&self, _generation: u64) -> Result<(), String> {
         self.calls.send_modify(|n| *n += 1);
         Ok(())
     }
@@ -112,7 +112,19 @@ impl Pair {
         let mut env = MirrorEnv::new(me, peer, peer_name, None, guard, Arc::clone(gate) as Arc<dyn PeerLossGate>);
         env.attach = attach;
         env.reconnect_interval = Duration::from_millis(50);
+        env.fresh_wait = Duration::from_secs(1);
         MirrorDiskResource::new(NAME, &config, &cx, env)
+    }
+
+    /// Node n's metadata as after an earlier completed sync: UpToDate, with a history (not fresh).
+    fn synced_before(&self, n: &str) {
+        let path = self.dir.path().join(format!("{n}.meta"));
+        let mut meta = Meta::create(&path, SIZE as u64, &format!("node-{n}"), DEFAULT_GRANULARITY).expect("create");
+        meta.update(|sb| {
+            sb.disk = DiskState::UpToDate;
+            sb.history[0] = 0x5eed;
+        })
+        .expect("update");
     }
 
     fn assert_identical(&self, when: &str) {
@@ -272,8 +284,9 @@ async fn a_refused_promotion_fails_the_start_with_its_code_and_serves_nothing() 
 async fn it_follows_the_ocf_sequence_without_its_peer() {
     tokio::time::timeout(LIMIT, async {
         let pair = Pair::new();
+        pair.synced_before("a");
         let a = pair.node("a", allow_all(), false);
-        // No prepare: start opens what it needs; no peer: the primary starts degraded.
+        // No prepare: start opens what it needs; no peer: the primary (synced before) starts degraded.
         conformance(&a, &INV).await;
         assert_eq!(a.probe(&INV).await, Ok(Probe::Stopped), "probe after the second stop");
         assert_eq!(a.start(&INV).await, Ok(()), "start again");
@@ -289,13 +302,38 @@ async fn it_follows_the_ocf_sequence_without_its_peer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attach_is_refused_until_it_is_implemented() {
+async fn a_fresh_replica_is_never_promoted_alone() {
     let pair = Pair::new();
+    let a = pair.node("a", allow_all(), false);
+    let Err(e) = a.start(&INV).await else { panic!("a fresh replica started without its peer") };
+    assert_eq!((e.class(), e.code()), (ErrorClass::Soft, "TDM-MDK-006"), "{e}");
+    assert!(!a.socket_path().exists(), "nothing is served");
+    let st = a.mirror_status().await.expect("A status");
+    assert_eq!((st.disk, st.role), (DiskState::Inconsistent, Role::Secondary), "{st:?}");
+    // With its fresh peer up, the same start makes it the full-sync source.
+    let b = pair.node("b", allow_all(), false);
+    b.prepare().await.expect("B's secondary service");
+    a.start(&INV).await.expect("promoted through the link");
+    let progress = a.wait_resync().await.expect("A is the primary");
+    assert_eq!((progress.decision, progress.total_bytes), (Some(Decision::SourceFull), SIZE as u64));
+    a.stop(&INV).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attach_fails_the_start_and_serves_nothing() {
+    if tandem_runtime::mirror::attach::kernel_nbd_available().is_ok() {
+        eprintln!("SKIP: this machine has kernel NBD; runtime/tests/nbd_attach.rs attaches for real");
+        return;
+    }
+    let pair = Pair::new();
+    let b = pair.node("b", allow_all(), false);
+    b.prepare().await.expect("B's secondary service");
     let a = pair.node("a", allow_all(), true);
-    let Err(e) = a.start(&INV).await else { panic!("kernel attach is not implemented") };
+    let Err(e) = a.start(&INV).await else { panic!("there is no kernel NBD to attach to here") };
     assert_eq!((e.class(), e.code()), (ErrorClass::Hard, "TDM-MDK-002"), "{e}");
+    assert!(e.message.contains("TDM-ATT-001"), "the reason names the missing nbd family: {e}");
     assert_eq!(a.probe(&INV).await, Ok(Probe::Stopped));
-    assert!(!a.socket_path().exists());
+    assert!(!a.socket_path().exists(), "the export is not served after a failed attach");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use tandem_runtime::membership::lease::{Acquire, Lease, LeaseStore, OutdatedMark};
 use tandem_runtime::mirror::generations::GenState;
-use tandem_runtime::mirror::outdated::{GenerationSource, LeaseOutdatedGate, TokenSource, promotion_check};
-use tandem_runtime::mirror::replication::PeerLossGate;
+use tandem_runtime::mirror::meta::{DEFAULT_GRANULARITY, Meta, SharedMeta};
+use tandem_runtime::mirror::outdated::{LeaseOutdatedGate, TokenSource, promotion_check};
+use tandem_runtime::mirror::replication::{PeerLossGate, ReplicatedStore, ReplicationConfig};
+use tandem_runtime::mirror::store::{BlockStore, FileStore};
 use tandem_runtime::mirror::superblock::{DiskState, Role};
 
 const TTL: Duration = Duration::from_millis(1000);
@@ -149,39 +151,26 @@ async fn the_gate_holds_while_the_store_is_unreachable_and_passes_once_it_is_rea
     let (_moto, _c, store) = moto_store().await;
     let lease = acquire(&store, "g3", "a").await;
     let tokens = Arc::new(Tokens(AtomicU64::new(lease.token)));
-    let generation: Arc<dyn GenerationSource> = Arc::new(|| Ok::<u64, String>(G1));
 
     // A closed local port stands for DynamoDB being unreachable.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let down = Arc::new(LeaseStore::new(client(&format!("http://127.0.0.1:{port}")).await, TABLE));
-    let gate = LeaseOutdatedGate::new(down, "g3", RES, "a", "b", tokens.clone(), generation.clone());
+    let gate = LeaseOutdatedGate::new(down, "g3", RES, "a", "b", tokens.clone());
     for _ in 0..2 {
-        let e = gate.mark_peer_outdated().await.expect_err("unreachable store");
+        let e = gate.mark_peer_outdated(G1).await.expect_err("unreachable store");
         assert!(e.starts_with("TDM-LEASE-005"), "{e}");
     }
     assert!(store.read("g3").await.expect("read").expect("item").outdated.is_empty(), "nothing written");
 
-    let gate = LeaseOutdatedGate::new(store.clone(), "g3", RES, "a", "b", tokens.clone(), generation.clone());
+    let gate = LeaseOutdatedGate::new(store.clone(), "g3", RES, "a", "b", tokens.clone());
     // Without a token (the lease is not held), the gate holds too.
     tokens.0.store(0, Ordering::SeqCst);
-    let e = gate.mark_peer_outdated().await.expect_err("no token");
+    let e = gate.mark_peer_outdated(G1).await.expect_err("no token");
     assert!(e.starts_with("TDM-MIR-063"), "{e}");
-    // No new generation: held.
-    let no_gen = LeaseOutdatedGate::new(
-        store.clone(),
-        "g3",
-        RES,
-        "a",
-        "b",
-        tokens.clone(),
-        Arc::new(|| Err::<u64, String>("no entropy".into())),
-    );
     tokens.0.store(lease.token, Ordering::SeqCst);
-    let e = no_gen.mark_peer_outdated().await.expect_err("no generation");
-    assert!(e.starts_with("TDM-MIR-064") && e.contains("no entropy"), "{e}");
 
     // Reachable, holding: passes, and the mark is what the peer will read before it could promote.
-    gate.mark_peer_outdated().await.expect("gate passes");
+    gate.mark_peer_outdated(G1).await.expect("gate passes");
     let rec = store.read("g3").await.expect("read").expect("item");
     let want = OutdatedMark { node: "b".into(), generation: G1, by: "a".into(), token: lease.token };
     assert_eq!(rec.outdated_mark(RES), Some(&want));
@@ -190,6 +179,37 @@ async fn the_gate_holds_while_the_store_is_unreachable_and_passes_once_it_is_rea
 
     // A stale token (another node took over meanwhile): the gate holds, with the lease's NotHolder code.
     tokens.0.store(lease.token + 1, Ordering::SeqCst);
-    let e = gate.mark_peer_outdated().await.expect_err("stale token");
+    let e = gate.mark_peer_outdated(G1).await.expect_err("stale token");
     assert!(e.starts_with("TDM-LEASE-002"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mark_names_the_generation_the_degraded_primary_writes_in() {
+    let (_moto, _c, store) = moto_store().await;
+    let lease = acquire(&store, "g4", "a").await;
+    let tokens = Arc::new(Tokens(AtomicU64::new(lease.token)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, meta) = (dir.path().join("a.img"), dir.path().join("a.meta"));
+    std::fs::write(&data, vec![0u8; 1 << 20]).expect("backing file");
+    let m = Meta::create(&meta, 1 << 20, "a", DEFAULT_GRANULARITY).expect("meta");
+    let before = m.superblock().current;
+    let gate = Arc::new(LeaseOutdatedGate::new(store.clone(), "g4", RES, "a", "b", tokens));
+    let local = Arc::new(FileStore::open(&data).expect("open")) as Arc<dyn BlockStore>;
+    let cfg = ReplicationConfig { node: "a".into(), ..ReplicationConfig::default() };
+    let primary = ReplicatedStore::standalone_with_meta(local, cfg, gate, SharedMeta::new(m)).expect("primary");
+    primary.write_at(4096, Arc::new(vec![7; 512]), false).await.expect("first degraded write");
+    primary.write_at(900_000, Arc::new(vec![8; 512]), false).await.expect("second degraded write");
+    primary.shutdown();
+
+    let sb = Meta::open(&meta).expect("open meta").superblock().clone();
+    assert_ne!(sb.current, before, "a new generation for the degraded period");
+    assert_eq!(sb.history[0], before);
+    let rec = store.read("g4").await.expect("read").expect("item");
+    let mark = rec.outdated_mark(RES).expect("the peer is marked");
+    assert_eq!((mark.node.as_str(), mark.by.as_str(), mark.token), ("b", "a", lease.token));
+    assert_eq!(mark.generation, sb.current, "the mark names exactly the generation the primary writes in");
+    // So the peer, which never got that generation, is refused; the writer is not.
+    let peer = uptodate(before);
+    assert_eq!(promotion_check(Some(&rec), RES, "b", &peer).map_err(|e| e.code()), Err("TDM-MIR-060"));
+    promotion_check(Some(&rec), RES, "b", &uptodate(sb.current)).expect("b once resynced to that generation");
 }

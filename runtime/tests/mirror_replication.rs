@@ -49,7 +49,7 @@ impl Gate {
 
 #[async_trait::async_trait]
 impl PeerLossGate for Gate {
-    async fn mark_peer_outdated(&self) -> Result<(), String> {
+    async fn mark_peer_outdated(&self, _generation: u64) -> Result<(), String> {
         self.calls.send_modify(|n| *n += 1);
         if self.open.load(Ordering::SeqCst) {
             self.successes.fetch_add(1, Ordering::SeqCst);
@@ -584,11 +584,24 @@ impl MetaLink {
         format!("nbd+unix:///{NAME}?socket={}", self.sock.display())
     }
 
-    /// Close the link in order and return what the secondary applied.
+    /// Stop the primary cleanly (its activity log is emptied) and return what the secondary applied.
     async fn close(self) -> Result<Stats, ReplicationError> {
+        self.end(true).await
+    }
+
+    /// Like a crash of the primary: the link goes down, the activity log stays as it is.
+    async fn crash(self) -> Result<Stats, ReplicationError> {
+        self.end(false).await
+    }
+
+    async fn end(self, clean: bool) -> Result<Stats, ReplicationError> {
         self.export.abort();
         let _ = self.export.await;
-        self.primary.shutdown();
+        if clean {
+            self.primary.stop().await.expect("clean stop");
+        } else {
+            self.primary.shutdown();
+        }
         drop(self.primary);
         let joined = tokio::time::timeout(LIMIT, self.secondary).await.expect("secondary ends");
         joined.unwrap_or_else(|e| Err(ReplicationError::Handshake(format!("the secondary task was aborted: {e}"))))
@@ -633,9 +646,17 @@ impl MetaPair {
 
     /// Link A (primary, exported) to B (secondary) with the metadata on disk now.
     async fn link(&self) -> Result<MetaLink, (ReplicationError, Result<Stats, ReplicationError>)> {
+        self.link_with(plain).await
+    }
+
+    /// [`Self::link`] with B's store wrapped.
+    async fn link_with(
+        &self,
+        wrap_b: impl FnOnce(FileStore) -> Arc<dyn BlockStore>,
+    ) -> Result<MetaLink, (ReplicationError, Result<Stats, ReplicationError>)> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let store_b = Arc::new(FileStore::open(&self.b).expect("open B")) as Arc<dyn BlockStore>;
+        let store_b = wrap_b(FileStore::open(&self.b).expect("open B"));
         let mb = SharedMeta::new(self.meta_b());
         let secondary = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.expect("accept");
@@ -807,4 +828,77 @@ fn a_torn_superblock_falls_back_to_the_older_slot_and_two_are_an_error() {
     std::fs::write(&path, &bytes).expect("tear the older slot");
     let e = Meta::open(&path).expect_err("no valid slot");
     assert_eq!(e.code(), "TDM-MIR-046", "{e}");
+}
+
+// ---- online verify and the activity log -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_chunk_corrupted_on_the_secondary_and_the_next_link_repairs_it() {
+    use std::os::unix::fs::FileExt;
+    const SIZE: usize = 4 * MIB;
+    let pair = MetaPair::synced(SIZE).await;
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up");
+    let clean = tokio::time::timeout(LIMIT, link.primary.verify()).await.expect("in time").expect("verify");
+    assert_eq!((clean.bytes_checked, clean.differing_chunks, clean.chunk_bytes), (SIZE as u64, 0, K64));
+
+    // Bit rot on B, behind the replication's back.
+    let at = 2 * MIB as u64 + 100;
+    let f = std::fs::OpenOptions::new().write(true).open(&pair.b).expect("open B");
+    f.write_all_at(&[0xee; 3], at).expect("corrupt B");
+    drop(f);
+    let r = tokio::time::timeout(LIMIT, link.primary.verify()).await.expect("in time").expect("verify");
+    assert_eq!((r.differing_chunks, r.first_differing.clone()), (1, vec![2 * MIB as u64]), "{r:?}");
+    let progress = link.primary.verify_progress();
+    assert_eq!((progress.checked_bytes, progress.differing_chunks), (SIZE as u64, 1));
+    assert_eq!(pair.meta_a().dirty_ranges(), vec![(2 * MIB as u64, K64)], "marked durably");
+    link.close().await.expect("secondary");
+    assert_ne!(pair.files().0, pair.files().1);
+
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up again");
+    let done = tokio::time::timeout(LIMIT, link.primary.wait_resync()).await.expect("resync ends");
+    assert_eq!((done.decision, done.phase, done.total_bytes), (Some(Decision::InSync), ResyncPhase::Done, K64));
+    let again = tokio::time::timeout(LIMIT, link.primary.verify()).await.expect("in time").expect("verify");
+    assert_eq!(again.differing_chunks, 0);
+    link.close().await.expect("secondary");
+    pair.assert_identical("after the resync of the verified chunk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_flight_when_the_primary_crashes_is_repaired_from_the_activity_log() {
+    const SIZE: usize = 16 * MIB;
+    let pair = MetaPair::synced(SIZE).await;
+    let at = 9 * MIB as u64;
+    // B never applies the write at `at`: it is on A only when A "crashes".
+    let tripped = Arc::new(Notify::new());
+    let trip = Arc::clone(&tripped);
+    let link = pair
+        .link_with(move |f| Arc::new(Wrapped { trip_at: Some(at), tripped: trip, ..Wrapped::new(f) }))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("link up");
+    let primary = Arc::clone(&link.primary);
+    let write = tokio::spawn(async move { primary.write_at(at, Arc::new(vec![0x3c; 64 * 1024]), false).await });
+    tokio::time::timeout(LIMIT, tripped.notified()).await.expect("the write reached B");
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while pair.files().0[at as usize] != 0x3c {
+        assert!(tokio::time::Instant::now() < deadline, "A's local write did not complete");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The crash: the write's task dies with the process, nothing after the local write runs.
+    write.abort();
+    let _ = write.await;
+    link.secondary.abort();
+    let _ = link.crash().await;
+    let a = pair.meta_a();
+    assert!(a.dirty_ranges().is_empty(), "the bitmap does not know the write");
+    assert_eq!(a.activity(), vec![(8 * MIB as u64, 4 * MIB as u64)], "the activity log does");
+    assert_ne!(pair.files().0, pair.files().1);
+
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up again");
+    let done = tokio::time::timeout(LIMIT, link.primary.wait_resync()).await.expect("resync ends");
+    assert_eq!((done.decision, done.phase), (Some(Decision::InSync), ResyncPhase::Done));
+    assert_eq!(done.total_bytes, 4 * MIB as u64, "the log's extent only");
+    link.close().await.expect("secondary");
+    pair.assert_identical("after the activity log's resync");
+    assert!(pair.meta_a().activity().is_empty(), "recovered and emptied");
 }

@@ -108,6 +108,14 @@ resource "tandem_cluster" "this" {
     kind     = "aws_vip"
     resource = "vip"
   }
+
+  # On both nodes: the mirror's replication. A failed store or export on the active node is an error (recovery
+  # restarts it, then fails over); a lost peer or a standby without a link is a warning, never a failover.
+  monitor {
+    name     = "data"
+    kind     = "mirror"
+    resource = "data"
+  }
 }
 
 # The VIP route in every route table, initially to node 1, so clients reach the service before tandemd

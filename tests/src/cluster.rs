@@ -38,6 +38,10 @@ pub struct Options {
     pub clock_offset: Option<(usize, i64)>,
     /// Extra HCL appended to the config; `DIR` is replaced by the cluster's directory (e.g. a monitor).
     pub extra: &'static str,
+    /// Bytes of a `mirror_disk "data"` in the group (0: none): each node's data device is a sparse file
+    /// `DIR/nI-data.img` of this size, its metadata `DIR/nI-meta.img`; the app depends on it and a `mirror`
+    /// monitor watches it.
+    pub mirror_bytes: u64,
 }
 
 impl Default for Options {
@@ -53,6 +57,7 @@ impl Default for Options {
             start_delay: "0",
             clock_offset: None,
             extra: "",
+            mirror_bytes: 0,
         }
     }
 }
@@ -125,6 +130,11 @@ impl Cluster {
         let key = dir.path().join("heartbeat.key");
         std::fs::write(&key, b"fault-test heartbeat key, 32 byt")?;
         write_certs(dir.path(), &bed, opts.nodes)?;
+        if opts.mirror_bytes > 0 {
+            for i in 0..opts.nodes {
+                std::fs::File::create(dir.path().join(format!("{}-data.img", name(i))))?.set_len(opts.mirror_bytes)?;
+            }
+        }
         let text = render_config(&opts, &bed, witness.as_ref(), &journal);
         // One config per node, as tandem_cluster renders them: only the node's own certificate paths differ.
         for i in 0..opts.nodes {
@@ -154,6 +164,31 @@ impl Cluster {
         }
         c.wait_running_somewhere(Duration::from_secs(30))?;
         Ok(c)
+    }
+
+    /// The directory of the cluster's files (configs, journal, disk images).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Node i's mirror data device (a file) when `mirror_bytes` > 0.
+    pub fn mirror_data(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}-data.img", name(i)))
+    }
+
+    /// The NBD export of mirror disk "data" while node i is its primary.
+    pub fn mirror_export(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("state-{}", name(i))).join(GROUP).join("data.nbd")
+    }
+
+    /// `tandemctl mirror status data --json` on node i: the disk's object.
+    pub fn mirror_status(&self, i: usize) -> Result<Value> {
+        let out = self.ctl(i, &["mirror", "status", "data", "--json"])?;
+        if !out.status.success() {
+            return Err(format!("mirror status on {}: {}", name(i), String::from_utf8_lossy(&out.stderr)).into());
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        v["disks"].get(0).cloned().ok_or_else(|| format!("no mirror disk in {v}").into())
     }
 
     pub fn socket(&self, i: usize) -> PathBuf {
@@ -304,6 +339,11 @@ impl Cluster {
     }
 
     /// The last lines of node i's log (for assertion messages).
+    /// Whether node i's whole log (every start of it) contains `needle`.
+    pub fn log_contains(&self, i: usize, needle: &str) -> bool {
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", name(i)))).is_ok_and(|t| t.contains(needle))
+    }
+
     pub fn log(&self, i: usize) -> String {
         tail(&self.dir.path().join(format!("{}.log", name(i))), 60)
     }
@@ -339,18 +379,41 @@ fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, journ
     let servers: Vec<String> = (0..opts.nodes).map(|i| format!("\"{}\"", name(i))).collect();
     let j = journal.display();
     let d = journal.parent().map(|p| p.display().to_string()).unwrap_or_default();
+    let (mirror, depends) = if opts.mirror_bytes > 0 {
+        (mirror_disk(opts.nodes, &d), "    depends_on = [\"data\"]\n")
+    } else {
+        (String::new(), "")
+    };
     // The application: `up-NODE` exists while it runs; `broken-NODE` makes it fail to start (tests create it).
     c.push_str(&format!(
-        "group \"{GROUP}\" {{\n  servers  = [{}]\n  failback = \"{}\"\n\n  resource \"exec\" \"app\" {{\n    start = \"sleep {}; test ! -e {d}/broken-$TANDEM_NODE && touch {d}/up-$TANDEM_NODE && echo \\\"$(date +%s%N) $TANDEM_NODE start\\\" >> {j}\"\n    stop  = \"rm -f {d}/up-$TANDEM_NODE; echo \\\"$(date +%s%N) $TANDEM_NODE stop\\\" >> {j}\"\n  }}\n}}\n",
+        "group \"{GROUP}\" {{\n  servers  = [{}]\n  failback = \"{}\"\n{mirror}\n  resource \"exec\" \"app\" {{\n    start = \"sleep {}; test ! -e {d}/broken-$TANDEM_NODE && touch {d}/up-$TANDEM_NODE && echo \\\"$(date +%s%N) $TANDEM_NODE start\\\" >> {j}\"\n    stop  = \"rm -f {d}/up-$TANDEM_NODE; echo \\\"$(date +%s%N) $TANDEM_NODE stop\\\" >> {j}\"\n{depends}  }}\n}}\n",
         servers.join(", "),
         opts.failback,
         opts.start_delay
     ));
+    if opts.mirror_bytes > 0 {
+        c.push_str("\nmonitor \"mirror\" \"data-replication\" {\n  resource = \"data\"\n  interval = \"500ms\"\n}\n");
+    }
     c.push_str(&opts.extra.replace("DIR", &d));
     c
 }
 
 const SECRETS_MARK: &str = "# secrets\n";
+
+/// `resource "mirror_disk" "data"` with one data and metadata file per node (export only: no mount point).
+fn mirror_disk(nodes: usize, dir: &str) -> String {
+    let mut r = format!(
+        "\n  resource \"mirror_disk\" \"data\" {{\n    data_device     = \"{dir}/n0-data.img\"\n    metadata_device = \"{dir}/n0-meta.img\"\n"
+    );
+    for i in 1..nodes {
+        let n = name(i);
+        r.push_str(&format!(
+            "    override \"{n}\" {{\n      data_device     = \"{dir}/{n}-data.img\"\n      metadata_device = \"{dir}/{n}-meta.img\"\n    }}\n"
+        ));
+    }
+    r.push_str("  }\n");
+    r
+}
 
 /// A cluster CA and one certificate per node (name and IP as subject alternative names), as tandem_cluster makes.
 fn write_certs(dir: &Path, bed: &Testbed, nodes: usize) -> Result<()> {

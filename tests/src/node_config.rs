@@ -5,7 +5,8 @@
 //! - **secrets**: the files user_data would write to /etc/tandem/secrets/, in the test's directory instead;
 //! - **witness**: the TCP check of the regional EC2 endpoint becomes a TCP check of a bed address (ping/http
 //!   witnesses reach outside the bed and go);
-//! - **mirror_disk**: no disk here (issue 7): the resource, its monitors and the dependencies on it go;
+//! - **mirror_disk**: goes, with its monitors and the dependencies on it: these suites test the service address
+//!   on AWS; the mirror disk through tandemd is `tests/tests/mirror_cluster.rs` (and the demo keeps it);
 //! - **exec**: `systemctl … tandem-app` becomes a marker file per node plus a line in a start/stop journal
 //!   ([`crate::journal`] format), so that a test can prove no two nodes ever ran the application at once;
 //! - **timing** (optional): the fast settings of docs/operations.md;

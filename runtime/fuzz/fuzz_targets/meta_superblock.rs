@@ -1,5 +1,6 @@
-//! Arbitrary bytes to the mirror metadata superblock decoder: it must never panic; every error carries its code;
-//! whatever decodes is valid and re-encodes to exactly the bytes it came from (the first 512).
+//! Arbitrary bytes to the mirror metadata superblock decoder and the activity-log slot decoder: they must never
+//! panic; every error carries its code; whatever decodes is valid and re-encodes to exactly the bytes it came from
+//! (the first 512, or the 4096 of a slot).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 #[allow(dead_code)]
 mod superblock;
 
-use superblock::{SUPERBLOCK_LEN, Superblock};
+use superblock::{AL_SLOT_LEN, ActivityRecord, SUPERBLOCK_LEN, Superblock};
 
 fuzz_target!(|data: &[u8]| {
     match Superblock::decode(data) {
@@ -18,6 +19,14 @@ fuzz_target!(|data: &[u8]| {
             let bytes = sb.encode().expect("a decoded superblock encodes");
             assert_eq!(&bytes[..], &data[..SUPERBLOCK_LEN], "decode and encode disagree");
         }
+        Err(e) => assert!(e.to_string().starts_with(e.code())),
+    }
+    // The input as an activity-log slot (padded with zeros, so short inputs reach the field checks).
+    let mut slot = data.to_vec();
+    slot.resize(slot.len().max(AL_SLOT_LEN), 0);
+    match ActivityRecord::decode(&slot) {
+        Ok(Some(r)) => assert_eq!(&r.encode().expect("a decoded slot encodes")[..], &slot[..AL_SLOT_LEN]),
+        Ok(None) => assert!(slot[..AL_SLOT_LEN].iter().all(|b| *b == 0)),
         Err(e) => assert!(e.to_string().starts_with(e.code())),
     }
     // A valid superblock with one byte changed by the input never decodes to different fields unnoticed.

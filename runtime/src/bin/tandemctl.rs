@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tandem_proto::control::{ClusterStopRequest, EventsRequest, GroupRequest, StatusRequest};
+use tandem_proto::control::{
+    ClusterStopRequest, EventsRequest, GroupRequest, MirrorRequest, MirrorResolveRequest, StatusRequest,
+};
 use tandem_runtime::daemon::DEFAULT_SOCKET;
 use tandem_runtime::daemon::client::{self, ClientError};
 
@@ -45,6 +47,11 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Mirror disks: status, online verify, split-brain resolution.
+    Mirror {
+        #[command(subcommand)]
+        command: MirrorCommand,
     },
     /// The newest entries of the event log.
     Events {
@@ -93,6 +100,27 @@ struct GroupArgs {
     /// How long to wait for completion, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum MirrorCommand {
+    /// Role, disk state, peer, link, resync progress and ETA, bytes behind, of this node's mirror disks.
+    Status {
+        /// One mirror_disk resource (default: all).
+        resource: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Online verify, on the primary: every chunk's checksum compared with the peer's; differing chunks are
+    /// marked out of sync and resynced.
+    Verify { resource: String },
+    /// Give up the data of NODE: this node (it resyncs in full from the peer) or the peer (this node's replica
+    /// becomes the current one, e.g. to promote an outdated replica when the peer is lost for good).
+    Resolve {
+        resource: String,
+        #[arg(long, value_name = "NODE")]
+        discard: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +200,24 @@ async fn online(cli: Cli) -> Result<(), ClientError> {
             for e in &events {
                 if json { println!("{}", client::event_json(e)) } else { println!("{}", client::render_event(e)) }
             }
+            Ok(())
+        }
+        Command::Mirror { command: MirrorCommand::Status { resource, json } } => {
+            let r = c.mirror_status(MirrorRequest { resource: resource.unwrap_or_default() }).await?.into_inner();
+            if json {
+                let disks: Vec<_> = r.disks.iter().map(client::mirror_json).collect();
+                println!("{:#}", serde_json::json!({ "disks": disks }));
+            } else {
+                print!("{}", client::render_mirror_status(&r.disks));
+            }
+            Ok(())
+        }
+        Command::Mirror { command: MirrorCommand::Verify { resource } } => {
+            println!("{}", c.mirror_verify(MirrorRequest { resource }).await?.into_inner().message);
+            Ok(())
+        }
+        Command::Mirror { command: MirrorCommand::Resolve { resource, discard } } => {
+            println!("{}", c.mirror_resolve(MirrorResolveRequest { resource, discard }).await?.into_inner().message);
             Ok(())
         }
         Command::Cluster { command: ClusterCommand::Stop } => {

@@ -232,10 +232,29 @@ impl Config {
         for i in &self.interconnects {
             out.push((format!("interconnect {:?} heartbeat", i.name), "udp", i.port));
         }
-        if self.groups.iter().any(|g| g.resources.iter().any(|r| matches!(r.kind, ResourceKind::MirrorDisk(_)))) {
-            out.push(("mirror connect".to_string(), "tcp", self.mirror_connect.port));
+        for (i, (g, r)) in self.mirror_disks().enumerate() {
+            let what =
+                if i == 0 { "mirror connect".to_string() } else { format!("mirror connect ({}/{})", g.name, r.name) };
+            if let Some(port) = self.mirror_connect.port.checked_add(i as u16) {
+                out.push((what, "tcp", port));
+            }
         }
         out
+    }
+
+    /// Every mirror_disk resource with its group, in config order.
+    pub fn mirror_disks(&self) -> impl Iterator<Item = (&Group, &Resource)> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.resources.iter().map(move |r| (g, r)))
+            .filter(|(_, r)| matches!(r.kind, ResourceKind::MirrorDisk(_)))
+    }
+
+    /// The TCP port of mirror_disk `resource`'s replication link: `mirror_connect.port` for the first mirror disk
+    /// of the config, the next port for the second, and so on (one link per disk, no multiplexing).
+    pub fn mirror_port(&self, resource: &str) -> Option<u16> {
+        let index = self.mirror_disks().position(|(_, r)| r.name == resource)?;
+        self.mirror_connect.port.checked_add(u16::try_from(index).ok()?)
     }
 
     fn read(cx: &mut Cx, body: &Body) -> Option<Config> {
@@ -462,6 +481,10 @@ mod tests {
         let md = MirrorDisk::new("/dev/xvdf2", "/dev/xvdf1", "/srv");
         c.groups[0].resources.push(Resource::new("md", ResourceKind::MirrorDisk(md)));
         assert_eq!(c.ports().last().map(|p| (p.1, p.2)), Some(("tcp", 7410)));
+        let second = MirrorDisk::new("/dev/xvdg2", "/dev/xvdg1", "/srv2");
+        c.groups[0].resources.push(Resource::new("md2", ResourceKind::MirrorDisk(second)));
+        assert_eq!(c.ports().last().map(|p| (p.1, p.2)), Some(("tcp", 7411)));
+        assert_eq!((c.mirror_port("md"), c.mirror_port("md2"), c.mirror_port("x")), (Some(7410), Some(7411), None));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use tandem_proto::control::control_server::{Control, ControlServer};
 use tandem_proto::control::{
-    ClusterStatusReply, ClusterStopRequest, CommandReply, EventsReply, EventsRequest, GroupRequest, StatusReply,
-    StatusRequest,
+    ClusterStatusReply, ClusterStopRequest, CommandReply, EventsReply, EventsRequest, GroupRequest, MirrorRequest,
+    MirrorResolveRequest, MirrorStatusReply, StatusReply, StatusRequest,
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -174,6 +174,21 @@ impl Control for ControlService {
 
     async fn events(&self, req: Request<EventsRequest>) -> Result<Response<EventsReply>, Status> {
         Ok(Response::new(super::events::reply(&self.daemon.cx.events, req.into_inner().limit)))
+    }
+
+    async fn mirror_status(&self, req: Request<MirrorRequest>) -> Result<Response<MirrorStatusReply>, Status> {
+        Ok(Response::new(super::mirror_api::status(&self.daemon, &req.into_inner().resource).await?))
+    }
+
+    async fn mirror_verify(&self, req: Request<MirrorRequest>) -> Result<Response<CommandReply>, Status> {
+        let message = super::mirror_api::verify(&self.daemon, &req.into_inner().resource).await?;
+        Ok(Response::new(CommandReply { message }))
+    }
+
+    async fn mirror_resolve(&self, req: Request<MirrorResolveRequest>) -> Result<Response<CommandReply>, Status> {
+        let MirrorResolveRequest { resource, discard } = req.into_inner();
+        let message = super::mirror_api::resolve(&self.daemon, &resource, &discard).await?;
+        Ok(Response::new(CommandReply { message }))
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tandem_proto::control::control_client::ControlClient;
-use tandem_proto::control::{Event, StatusReply, StatusRequest};
+use tandem_proto::control::{Event, MirrorDiskStatus, StatusReply, StatusRequest};
 use tonic::transport::{Channel, Endpoint};
 
 /// Why tandemctl could not talk to tandemd; `code()` is stable.
@@ -249,4 +249,106 @@ pub fn render_event(e: &Event) -> String {
 
 pub fn event_json(e: &Event) -> Value {
     json!({"unix_ms": e.unix_ms, "node": e.node, "group": e.group, "kind": e.kind, "message": e.message, "code": e.code})
+}
+
+fn bytes(v: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut x, mut unit) = (v as f64, 0);
+    while x >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{v} B") } else { format!("{x:.1} {}", UNITS[unit]) }
+}
+
+/// `tandemctl mirror status`: one block per mirror disk.
+pub fn render_mirror_status(disks: &[MirrorDiskStatus]) -> String {
+    let mut out = String::new();
+    if disks.is_empty() {
+        out.push_str("no mirror disk on this node\n");
+    }
+    for d in disks {
+        out.push_str(&format!(
+            "{}  (group {}, peer {})\n  role {:<9} disk {:<12} link {}{}\n",
+            d.resource,
+            d.group,
+            d.peer,
+            d.role,
+            d.disk,
+            d.link,
+            if d.link_error.is_empty() { String::new() } else { format!(": {}", d.link_error) }
+        ));
+        out.push_str(&format!(
+            "  generation {:#018x}  size {}  behind (dirty) {}\n",
+            d.generation,
+            bytes(d.size_bytes),
+            bytes(d.dirty_bytes)
+        ));
+        if d.resyncing {
+            let pct = (d.resync_done_bytes * 100).checked_div(d.resync_total_bytes).unwrap_or(100);
+            out.push_str(&format!(
+                "  resync {} {}% ({} of {}) at {}/s, ETA {}\n",
+                d.resync_kind,
+                pct,
+                bytes(d.resync_done_bytes),
+                bytes(d.resync_total_bytes),
+                bytes(d.resync_bytes_per_sec),
+                if d.resync_eta_ms == 0 { "unknown".to_string() } else { ms(d.resync_eta_ms) }
+            ));
+        }
+        if d.serving {
+            let mount =
+                if d.mount_point.is_empty() { String::new() } else { format!(", mounted on {}", d.mount_point) };
+            out.push_str(&format!("  serving NBD on {}{mount}\n", d.export_socket));
+        }
+        if !d.note.is_empty() {
+            out.push_str(&format!("  note: {}\n", d.note));
+        }
+    }
+    out
+}
+
+pub fn mirror_json(d: &MirrorDiskStatus) -> Value {
+    json!({
+        "resource": d.resource, "group": d.group, "peer": d.peer, "role": d.role, "disk": d.disk, "link": d.link,
+        "link_error": d.link_error, "generation": d.generation, "serving": d.serving, "dirty_bytes": d.dirty_bytes,
+        "resyncing": d.resyncing, "resync_kind": d.resync_kind, "resync_done_bytes": d.resync_done_bytes,
+        "resync_total_bytes": d.resync_total_bytes, "resync_bytes_per_sec": d.resync_bytes_per_sec,
+        "resync_eta_ms": d.resync_eta_ms, "size_bytes": d.size_bytes, "export_socket": d.export_socket,
+        "mount_point": d.mount_point, "note": d.note,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_status_shows_state_progress_and_eta() {
+        let d = MirrorDiskStatus {
+            resource: "data".into(),
+            group: "db".into(),
+            peer: "node2".into(),
+            role: "Primary".into(),
+            disk: "UpToDate".into(),
+            link: "connected".into(),
+            serving: true,
+            export_socket: "/run/tandem/db/data.nbd".into(),
+            resyncing: true,
+            resync_kind: "SourceBitmap".into(),
+            resync_done_bytes: 1 << 20,
+            resync_total_bytes: 4 << 20,
+            resync_bytes_per_sec: 1 << 20,
+            resync_eta_ms: 3000,
+            dirty_bytes: 3 << 20,
+            ..MirrorDiskStatus::default()
+        };
+        let text = render_mirror_status(std::slice::from_ref(&d));
+        assert!(text.contains("role Primary   disk UpToDate"), "{text}");
+        assert!(text.contains("resync SourceBitmap 25% (1.0 MiB of 4.0 MiB) at 1.0 MiB/s, ETA 3000 ms"), "{text}");
+        assert!(text.contains("behind (dirty) 3.0 MiB"), "{text}");
+        assert!(text.contains("serving NBD on /run/tandem/db/data.nbd"), "{text}");
+        assert_eq!(mirror_json(&d)["resync_eta_ms"], 3000);
+        assert_eq!(render_mirror_status(&[]), "no mirror disk on this node\n");
+    }
 }

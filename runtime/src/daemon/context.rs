@@ -75,6 +75,8 @@ pub struct NodeContext {
     pub started: Instant,
     /// AWS clients and this node's ENI for the AWS group resources (one lookup shared by every group).
     pub aws: Option<crate::aws::AwsEnv>,
+    /// The lease and certificates for the mirror_disk resources (None: the certificates did not load).
+    pub mirror: Option<crate::resources::mirror_env::MirrorDeps>,
     leaving: AtomicBool,
 }
 
@@ -93,10 +95,17 @@ impl NodeContext {
         publisher: StatePublisher,
         state_dir: PathBuf,
         shutdown_command: String,
+        tls: Option<Arc<crate::daemon::peer::PeerTls>>,
     ) -> NodeContext {
         let aws = crate::aws::AwsEnv::for_node(&config, &node);
+        let mirror = tls.map(|tls| crate::resources::mirror_env::MirrorDeps {
+            config: Arc::clone(&config),
+            lease: Arc::clone(&store),
+            tls,
+        });
         NodeContext {
             aws,
+            mirror,
             config,
             node,
             incarnation,

@@ -7,6 +7,7 @@ pub mod client;
 pub mod context;
 pub mod events;
 pub mod metrics;
+pub mod mirror_api;
 pub mod peer;
 pub mod status;
 
@@ -191,6 +192,13 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
     let aws = aws.load().await;
     let store = Arc::new(LeaseStore::new(aws_sdk_dynamodb::Client::new(&aws), config.lease_table()));
 
+    let peer_tls = match peer::PeerTls::load(&config.secrets) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            events.record("", "daemon", e.code(), format!("peer API and mirror links off: {e}"));
+            None
+        }
+    };
     let witnesses = Witnesses::from_config(&config.np_resolution, &node);
     let (witness_tx, witness_rx) = watch::channel(WitnessState::default());
     let publisher = StatePublisher::new(config.groups.len(), heartbeats.clone());
@@ -207,6 +215,7 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
         publisher,
         opts.state_dir.clone(),
         opts.shutdown_command.clone(),
+        peer_tls.clone().map(Arc::new),
     ));
     events.record(
         "",
@@ -302,13 +311,6 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
     drop(recovery_tx);
 
     let (stop, _) = watch::channel(false);
-    let peer_tls = match peer::PeerTls::load(&config.secrets) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            cx.events.record("", "daemon", e.code(), format!("peer API off: {e}"));
-            None
-        }
-    };
     let peer_api = std::sync::Mutex::new(match &peer_tls {
         Some(_) => String::new(),
         None => "off: certificates not loaded (see the events)".to_string(),

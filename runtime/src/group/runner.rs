@@ -174,7 +174,8 @@ impl Runner {
         };
         let mut slots = Vec::new();
         for r in group.start_order() {
-            let imp: Arc<dyn GroupResource> = Arc::from(resources::build_with(r, &rcx, cx.aws.as_ref())?);
+            let imp: Arc<dyn GroupResource> =
+                Arc::from(resources::build_with(r, &rcx, cx.aws.as_ref(), cx.mirror.as_ref())?);
             slots.push(Slot { config: r.clone(), imp, state: "stopped", last_error: String::new() });
         }
         let view = Arc::new(Mutex::new(GroupView {

@@ -44,7 +44,8 @@ impl GenState {
         GenState { current: sb.current, history: sb.history, bitmap_uuid: sb.bitmap_uuid, disk: sb.disk, role: sb.role }
     }
 
-    fn fresh(&self) -> bool {
+    /// A fresh replica: Inconsistent with an empty history (never synced; e.g. a new node's first start).
+    pub fn fresh(&self) -> bool {
         self.disk == DiskState::Inconsistent && self.history.iter().all(|g| *g == 0)
     }
 

@@ -7,6 +7,7 @@
 //! | 0 | 4096 | superblock slot 0 (512 bytes used) |
 //! | 4096 | 4096 | superblock slot 1 |
 //! | 8192 | ⌈chunks / 8⌉ rounded up to 4096 | dirty bitmap: bit `i % 8` of byte `i / 8` = chunk `i` |
+//! | after the bitmap | 2 × 4096 | activity log slots 0 and 1 ([`ActivityRecord`]) |
 //!
 //! A chunk is `granularity` bytes of the export (64 KiB by default, [`DEFAULT_GRANULARITY`]: 2 KiB of bitmap per
 //! GiB of export).
@@ -21,6 +22,10 @@
 //!   dirty chunk costs no I/O.
 //! - [`Meta::clear`] / [`Meta::clear_all`] write the changed blocks and fdatasync too (a lost clear only causes a
 //!   redundant resync).
+//! - The activity log (the primary's hot extents, see `replication::activity`) is written like the superblock: to
+//!   the slot not holding the newest copy, then fdatasync. A torn write leaves the previous set, a superset of what
+//!   had writes in flight. [`Meta::recover_activity`] moves a non-empty log into the bitmap (a node that crashed
+//!   as primary); an unreadable log (both slots invalid) marks the whole export (`TDM-MIR-049`, logged).
 //!
 //! [`SharedMeta`] wraps a [`Meta`] for the async replication code (the blocking I/O runs on tokio's blocking
 //! pool). [`MetaDevice`] abstracts the storage so tests can use memory ([`MemDevice`]).
@@ -28,9 +33,13 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-pub use super::superblock::{DiskState, FLAG_DISCARDED, FLAG_PEER_OUTDATED, HISTORY, Role, Superblock};
+use super::replication::activity::ActivityLog;
+pub use super::superblock::{
+    AL_MAX_EXTENTS, AL_SLOT_LEN, ActivityRecord, DiskState, FLAG_DISCARDED, FLAG_PEER_OUTDATED, HISTORY, Role,
+    Superblock,
+};
 use super::superblock::{SUPERBLOCK_LEN, SuperblockError};
 
 /// Default bitmap granularity: 64 KiB, the replication layer's dirty-tracking chunk.
@@ -54,6 +63,11 @@ pub enum MetaError {
     Layout { what: String, detail: String },
     #[error("TDM-MIR-048: mirror metadata task failed: {0}")]
     Task(String),
+    #[error(
+        "TDM-MIR-049: mirror metadata {what}: the activity log is unreadable ({detail}); the whole export is marked \
+         out of sync"
+    )]
+    ActivityLost { what: String, detail: String },
 }
 
 impl MetaError {
@@ -65,6 +79,7 @@ impl MetaError {
             MetaError::NoValidSuperblock { .. } => "TDM-MIR-046",
             MetaError::Layout { .. } => "TDM-MIR-047",
             MetaError::Task(_) => "TDM-MIR-048",
+            MetaError::ActivityLost { .. } => "TDM-MIR-049",
         }
     }
 }
@@ -192,7 +207,18 @@ pub struct Meta {
     what: String,
     sb: Superblock,
     bitmap: Vec<u8>,
+    /// The newest valid activity log slot (an empty one with seq 0 when none was ever written).
+    al: ActivityRecord,
+    /// Both activity log slots were invalid: what was active is unknown.
+    al_lost: Option<String>,
+    /// fdatasyncs issued since open (superblock, bitmap and activity log writes).
+    syncs: u64,
+    /// The log found at open was moved into the bitmap (or was empty): the log now belongs to this run.
+    al_recovered: bool,
 }
+
+/// Default extent size of the activity log: 4 MiB.
+pub const AL_EXTENT_BYTES: u64 = 4 * 1024 * 1024;
 
 impl std::fmt::Debug for Meta {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,6 +228,15 @@ impl std::fmt::Debug for Meta {
 
 fn bitmap_len(chunks: u64) -> u64 {
     chunks.div_ceil(8).div_ceil(BLOCK) * BLOCK
+}
+
+/// Where the activity log's two slots start.
+fn al_at(sb: &Superblock) -> u64 {
+    BITMAP_AT + bitmap_len(sb.chunks())
+}
+
+fn empty_al() -> ActivityRecord {
+    ActivityRecord { seq: 0, extent_bytes: AL_EXTENT_BYTES, extents: Vec::new() }
 }
 
 impl Meta {
@@ -234,14 +269,16 @@ impl Meta {
             let what = what.clone();
             move |source| MetaError::Io { what, during, source }
         };
-        let have = dev.ensure_len(BITMAP_AT + len).map_err(io("sizing"))?;
-        if have < BITMAP_AT + len {
-            let detail = format!("{have} bytes, the bitmap needs {}", BITMAP_AT + len);
+        let need = BITMAP_AT + len + 2 * AL_SLOT_LEN as u64;
+        let have = dev.ensure_len(need).map_err(io("sizing"))?;
+        if have < need {
+            let detail = format!("{have} bytes, the bitmap and activity log need {need}");
             return Err(MetaError::Layout { what, detail });
         }
         let bitmap = vec![0u8; len as usize];
         dev.write_at(BITMAP_AT, &bitmap).map_err(io("clearing the bitmap"))?;
-        let mut meta = Meta { dev, what, sb, bitmap };
+        dev.write_at(BITMAP_AT + len, &[0u8; 2 * AL_SLOT_LEN]).map_err(io("clearing the activity log"))?;
+        let mut meta = Meta { dev, what, sb, bitmap, al: empty_al(), al_lost: None, syncs: 0, al_recovered: true };
         // Both slots get a valid copy.
         meta.save()?;
         meta.save()?;
@@ -284,7 +321,96 @@ impl Meta {
             what: what.clone(),
             detail: format!("reading the {len}-byte bitmap failed: {e}"),
         })?;
-        Ok(Meta { dev, what, sb, bitmap })
+        let (al, al_lost) = read_activity(dev.as_mut(), al_at(&sb), &what);
+        Ok(Meta { dev, what, sb, bitmap, al, al_lost, syncs: 0, al_recovered: false })
+    }
+
+    /// fdatasyncs issued through this handle since it was opened (the cost of the metadata).
+    pub fn syncs(&self) -> u64 {
+        self.syncs
+    }
+
+    fn sync_dev(&mut self, during: &'static str) -> Result<(), MetaError> {
+        self.syncs += 1;
+        self.dev.sync().map_err(self.io(during))
+    }
+
+    /// The activity log's extents as byte ranges of the export (clipped to its end; not coalesced).
+    pub fn activity(&self) -> Vec<(u64, u64)> {
+        let e = self.al.extent_bytes;
+        let mut out: Vec<(u64, u64)> = self
+            .al
+            .extents
+            .iter()
+            .map(|x| u64::from(*x) * e)
+            .filter(|start| *start < self.sb.size)
+            .map(|start| (start, e.min(self.sb.size - start)))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Why the activity log could not be read (both slots invalid), if so.
+    pub fn activity_lost(&self) -> Option<&str> {
+        self.al_lost.as_deref()
+    }
+
+    /// Replace the activity log with `extents` (units of `extent_bytes`), durably: the slot not holding the newest
+    /// copy, then fdatasync. The log found at open is moved into the bitmap first ([`Self::recover_activity`]).
+    pub fn write_activity(&mut self, extent_bytes: u64, extents: &[u32]) -> Result<(), MetaError> {
+        self.recover_activity()?;
+        self.put_activity(extent_bytes, extents)
+    }
+
+    fn put_activity(&mut self, extent_bytes: u64, extents: &[u32]) -> Result<(), MetaError> {
+        let next = ActivityRecord { seq: self.al.seq.wrapping_add(1), extent_bytes, extents: extents.to_vec() };
+        let bytes = next.encode()?;
+        let at = al_at(&self.sb) + (next.seq % 2) * AL_SLOT_LEN as u64;
+        let need = al_at(&self.sb) + 2 * AL_SLOT_LEN as u64;
+        // Metadata created before the activity log may end right after the bitmap.
+        if self.al.seq == 0 && self.dev.ensure_len(need).map_err(self.io("sizing the activity log"))? < need {
+            let detail = format!("the activity log needs {need} bytes");
+            return Err(MetaError::Layout { what: self.what.clone(), detail });
+        }
+        self.dev.write_at(at, &bytes).map_err(self.io("writing the activity log"))?;
+        self.sync_dev("syncing the activity log")?;
+        self.al = next;
+        self.al_lost = None;
+        Ok(())
+    }
+
+    /// After a crash as primary: mark every extent of the activity log found at open dirty in the bitmap (the
+    /// whole export when the log is unreadable), then empty the log. Returns the ranges it marked (none after a
+    /// clean stop). Runs once per open; later calls return nothing (the log is then this run's own).
+    pub fn recover_activity(&mut self) -> Result<Vec<(u64, u64)>, MetaError> {
+        if self.al_recovered {
+            return Ok(Vec::new());
+        }
+        let ranges = match &self.al_lost {
+            Some(detail) => {
+                let e = MetaError::ActivityLost { what: self.what.clone(), detail: detail.clone() };
+                tracing::error!(code = e.code(), "{e}");
+                vec![(0, self.sb.size)]
+            }
+            None => self.activity(),
+        };
+        if ranges.is_empty() {
+            self.al_recovered = true;
+            return Ok(ranges);
+        }
+        tracing::warn!(
+            meta = %self.what,
+            extents = ranges.len(),
+            "mirror metadata: the activity log is not empty (this node stopped as primary without a clean stop): \
+             its extents are marked out of sync"
+        );
+        for (offset, len) in &ranges {
+            self.mark_dirty(*offset, *len)?;
+        }
+        let e = self.al.extent_bytes;
+        self.put_activity(e, &[])?;
+        self.al_recovered = true;
+        Ok(ranges)
     }
 
     /// The current superblock.
@@ -316,7 +442,7 @@ impl Meta {
         let bytes = sb.encode()?;
         let slot = sb.seq % 2;
         self.dev.write_at(slot * SLOT_LEN, &bytes).map_err(self.io("writing the superblock"))?;
-        self.dev.sync().map_err(self.io("syncing the superblock"))?;
+        self.sync_dev("syncing the superblock")?;
         self.sb.seq = sb.seq;
         Ok(())
     }
@@ -359,7 +485,7 @@ impl Meta {
             during: "writing the bitmap",
             source,
         })?;
-        self.dev.sync().map_err(self.io("syncing the bitmap"))
+        self.sync_dev("syncing the bitmap")
     }
 
     /// Mark every chunk `offset..offset+len` touches dirty (clipped to the export). Persists (write + fdatasync)
@@ -425,17 +551,53 @@ impl Meta {
     }
 }
 
-/// A [`Meta`] shared between tasks; the blocking I/O runs on tokio's blocking pool. Cheap to clone.
+/// Read both activity log slots; the newer valid one wins. An unreadable region (metadata older than the log) or
+/// blank slots are an empty log; two invalid slots are "lost".
+fn read_activity(dev: &mut dyn MetaDevice, at: u64, what: &str) -> (ActivityRecord, Option<String>) {
+    let mut slots = Vec::new();
+    for i in 0..2u64 {
+        let mut b = vec![0u8; AL_SLOT_LEN];
+        if let Err(e) = dev.read_at(at + i * AL_SLOT_LEN as u64, &mut b) {
+            tracing::info!(meta = %what, "mirror metadata: no activity log yet ({e}); it is created on first use");
+            return (empty_al(), None);
+        }
+        slots.push(ActivityRecord::decode(&b).map_err(|e| e.to_string()));
+    }
+    let (s1, s0) = (slots.pop(), slots.pop());
+    match (s0, s1) {
+        (Some(Ok(a)), Some(Ok(b))) => {
+            let best = match (a, b) {
+                (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
+                (a, b) => a.or(b),
+            };
+            (best.unwrap_or_else(empty_al), None)
+        }
+        (Some(Ok(a)), Some(Err(e))) | (Some(Err(e)), Some(Ok(a))) => {
+            tracing::warn!(meta = %what, "mirror metadata: one activity log slot is invalid, using the other: {e}");
+            (a.unwrap_or_else(empty_al), None)
+        }
+        (Some(Err(a)), Some(Err(b))) => (empty_al(), Some(format!("slot 0: {a}; slot 1: {b}"))),
+        _ => (empty_al(), None),
+    }
+}
+
+/// A [`Meta`] shared between tasks; the blocking I/O runs on tokio's blocking pool. Cheap to clone. It also holds
+/// the primary's activity log: one per opened metadata, shared by every store built over it.
 #[derive(Clone)]
-pub struct SharedMeta(Arc<Mutex<Meta>>);
+pub struct SharedMeta(Arc<Mutex<Meta>>, Arc<OnceLock<Arc<ActivityLog>>>);
 
 impl SharedMeta {
     pub fn new(meta: Meta) -> Self {
-        SharedMeta(Arc::new(Mutex::new(meta)))
+        SharedMeta(Arc::new(Mutex::new(meta)), Arc::new(OnceLock::new()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Meta> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The activity log of this metadata (made on first use with `capacity` extents; later calls share it).
+    pub fn activity_log(&self, size: u64, capacity: usize) -> Arc<ActivityLog> {
+        Arc::clone(self.1.get_or_init(|| Arc::new(ActivityLog::new(self.clone(), size, capacity))))
     }
 
     /// A copy of the superblock.
@@ -449,6 +611,16 @@ impl SharedMeta {
 
     pub fn dirty_bytes(&self) -> u64 {
         self.lock().dirty_bytes()
+    }
+
+    /// [`Meta::activity`].
+    pub fn activity(&self) -> Vec<(u64, u64)> {
+        self.lock().activity()
+    }
+
+    /// [`Meta::syncs`].
+    pub fn syncs(&self) -> u64 {
+        self.lock().syncs()
     }
 
     /// Run `f` on the metadata on the blocking pool.
@@ -487,7 +659,14 @@ pub fn resolve_discard(meta: &mut Meta) -> Result<(), MetaError> {
         sb.bitmap_uuid = 0;
         sb.flags = (sb.flags | FLAG_DISCARDED) & !FLAG_PEER_OUTDATED;
     })?;
-    meta.clear_all()
+    meta.clear_all()?;
+    // Its own activity is discarded with its data (the full sync rewrites everything anyway).
+    if !meta.activity().is_empty() || meta.activity_lost().is_some() {
+        let e = meta.al.extent_bytes;
+        meta.put_activity(e, &[])?;
+        meta.al_recovered = true;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -596,5 +775,56 @@ mod tests {
         let back = Meta::open(&path).expect("open");
         assert_eq!(back.dirty_ranges(), vec![(G, G)]);
         assert_eq!(Meta::open(&dir.path().join("none")).expect_err("missing").code(), "TDM-MIR-040");
+    }
+
+    #[test]
+    fn the_activity_log_survives_reopen_and_recovery_moves_it_into_the_bitmap() {
+        let dev = MemDevice::default();
+        let mut m = fresh(&dev, 100 * G);
+        assert!(m.activity().is_empty());
+        let e = 4 * G;
+        m.write_activity(e, &[3, 0]).expect("write");
+        m.write_activity(e, &[3, 0, 24]).expect("write again");
+        let mut back = Meta::open_on(Box::new(dev.clone())).expect("open");
+        let want = vec![(0, e), (3 * e, e), (24 * e, e)];
+        assert_eq!(back.activity(), want);
+        assert_eq!(back.recover_activity().expect("recover"), want);
+        assert_eq!(back.dirty_ranges(), want);
+        let mut again = Meta::open_on(Box::new(dev.clone())).expect("open");
+        assert!(again.activity().is_empty(), "recovery empties the log");
+        assert!(again.recover_activity().expect("nothing").is_empty());
+        assert_eq!(again.dirty_ranges().len(), 3, "the bitmap keeps them");
+    }
+
+    #[test]
+    fn a_torn_activity_slot_falls_back_and_two_mark_everything() {
+        let dev = MemDevice::default();
+        let mut m = fresh(&dev, 10 * G);
+        m.write_activity(4 * G, &[0]).expect("write");
+        m.write_activity(4 * G, &[0, 1]).expect("write");
+        let at = al_at(m.superblock()) as usize;
+        let newer = at + (m.al.seq % 2) as usize * AL_SLOT_LEN;
+        dev.bytes()[newer + 40] ^= 1;
+        assert_eq!(Meta::open_on(Box::new(dev.clone())).expect("open").activity(), vec![(0, 4 * G)]);
+        let older = at + ((m.al.seq + 1) % 2) as usize * AL_SLOT_LEN;
+        dev.bytes()[older + 40] ^= 1;
+        let mut lost = Meta::open_on(Box::new(dev.clone())).expect("open");
+        assert!(lost.activity_lost().is_some());
+        assert_eq!(lost.recover_activity().expect("recover"), vec![(0, 10 * G)]);
+        assert_eq!(lost.dirty_bytes(), 10 * G);
+        assert!(Meta::open_on(Box::new(dev)).expect("open").activity_lost().is_none(), "rewritten");
+    }
+
+    #[test]
+    fn metadata_without_room_for_the_log_reads_it_as_empty_and_grows_on_first_use() {
+        let dev = MemDevice::default();
+        let m = fresh(&dev, 10 * G);
+        let at = al_at(m.superblock()) as usize;
+        drop(m);
+        dev.bytes().truncate(at);
+        let mut old = Meta::open_on(Box::new(dev.clone())).expect("open an older layout");
+        assert!(old.activity().is_empty() && old.activity_lost().is_none());
+        old.write_activity(4 * G, &[1]).expect("grows");
+        assert_eq!(Meta::open_on(Box::new(dev)).expect("open").activity(), vec![(4 * G, 4 * G)]);
     }
 }

@@ -19,7 +19,8 @@ use super::replication::PeerLossGate;
 use super::superblock::DiskState;
 use crate::membership::lease::{LeaseError, LeaseRecord, LeaseStore};
 
-/// Why the mark could not be written. Codes are stable: never renumber, only append.
+/// Why the mark could not be written. Codes are stable: never renumber, only append. (`TDM-MIR-064`, "no new
+/// generation", is retired: the primary now picks the generation itself and passes it to the gate.)
 #[derive(Debug, thiserror::Error)]
 pub enum OutdatedError {
     #[error(
@@ -27,8 +28,6 @@ pub enum OutdatedError {
          {group}; writes stay held until it does (or the store is shut down)"
     )]
     NoToken { group: String, resource: String, peer: String },
-    #[error("TDM-MIR-064: mirror {resource}: cannot mark peer {peer} outdated: no new generation: {reason}")]
-    Generation { resource: String, peer: String, reason: String },
     #[error("mirror: marking the peer outdated in the lease failed: {0}")]
     Lease(#[from] LeaseError),
 }
@@ -37,7 +36,6 @@ impl OutdatedError {
     pub fn code(&self) -> &'static str {
         match self {
             OutdatedError::NoToken { .. } => "TDM-MIR-063",
-            OutdatedError::Generation { .. } => "TDM-MIR-064",
             OutdatedError::Lease(e) => e.code(),
         }
     }
@@ -119,18 +117,8 @@ impl<F: Fn() -> Option<u64> + Send + Sync> TokenSource for F {
     }
 }
 
-/// The generation this node writes in once the peer is lost (its new current generation), named in the mark.
-pub trait GenerationSource: Send + Sync {
-    fn outdating_generation(&self) -> Result<u64, String>;
-}
-
-impl<F: Fn() -> Result<u64, String> + Send + Sync> GenerationSource for F {
-    fn outdating_generation(&self) -> Result<u64, String> {
-        self()
-    }
-}
-
-/// The [`PeerLossGate`] that writes the peer's Outdated mark into the group's lease item.
+/// The [`PeerLossGate`] that writes the peer's Outdated mark into the group's lease item. The generation named in
+/// the mark is the one the primary passes: the new current generation it adopts for its degraded writes.
 pub struct LeaseOutdatedGate {
     store: Arc<LeaseStore>,
     group: String,
@@ -138,7 +126,6 @@ pub struct LeaseOutdatedGate {
     me: String,
     peer: String,
     tokens: Arc<dyn TokenSource>,
-    generations: Arc<dyn GenerationSource>,
 }
 
 impl LeaseOutdatedGate {
@@ -150,7 +137,6 @@ impl LeaseOutdatedGate {
         me: impl Into<String>,
         peer: impl Into<String>,
         tokens: Arc<dyn TokenSource>,
-        generations: Arc<dyn GenerationSource>,
     ) -> Self {
         LeaseOutdatedGate {
             store,
@@ -159,21 +145,15 @@ impl LeaseOutdatedGate {
             me: me.into(),
             peer: peer.into(),
             tokens,
-            generations,
         }
     }
 
-    /// Writes the mark once: token, then generation, then the conditional write.
-    pub async fn mark(&self) -> Result<(), OutdatedError> {
+    /// Writes the mark once at `generation`: the token, then the conditional write.
+    pub async fn mark(&self, generation: u64) -> Result<(), OutdatedError> {
         let token = self.tokens.lease_token().ok_or_else(|| OutdatedError::NoToken {
             group: self.group.clone(),
             resource: self.resource.clone(),
             peer: self.peer.clone(),
-        })?;
-        let generation = self.generations.outdating_generation().map_err(|reason| OutdatedError::Generation {
-            resource: self.resource.clone(),
-            peer: self.peer.clone(),
-            reason,
         })?;
         self.store.mark_outdated(&self.group, &self.resource, &self.peer, generation, &self.me, token).await?;
         Ok(())
@@ -182,8 +162,8 @@ impl LeaseOutdatedGate {
 
 #[async_trait]
 impl PeerLossGate for LeaseOutdatedGate {
-    async fn mark_peer_outdated(&self) -> Result<(), String> {
-        self.mark().await.map_err(|e| format!("{}: {e}", e.code()))
+    async fn mark_peer_outdated(&self, generation: u64) -> Result<(), String> {
+        self.mark(generation).await.map_err(|e| format!("{}: {e}", e.code()))
     }
 }
 
@@ -298,10 +278,9 @@ mod tests {
         }
         let o = [
             OutdatedError::NoToken { group: "g".into(), resource: "r".into(), peer: "b".into() },
-            OutdatedError::Generation { resource: "r".into(), peer: "b".into(), reason: "x".into() },
             OutdatedError::Lease(LeaseError::NotHolder { group: "g".into(), node: "a".into(), token: 1 }),
         ];
         let codes: Vec<_> = o.iter().map(OutdatedError::code).collect();
-        assert_eq!(codes, ["TDM-MIR-063", "TDM-MIR-064", "TDM-LEASE-002"]);
+        assert_eq!(codes, ["TDM-MIR-063", "TDM-LEASE-002"]);
     }
 }

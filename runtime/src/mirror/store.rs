@@ -81,7 +81,12 @@ impl StoreError {
         }
     }
 
-    fn from_io(op: &'static str, offset: u64, source: io::Error) -> Self {
+    /// Classify an I/O error of a read, write or zeroing at `offset`: no space (`ENOSPC`, `EDQUOT`, `EFBIG`) is
+    /// [`StoreError::NoSpace`] (NBD `ENOSPC`: the client may retry once space is freed), permission (`EPERM`,
+    /// `EACCES`, `EROFS`) is [`StoreError::Permission`] (NBD `EPERM`), anything else [`StoreError::Io`] (NBD `EIO`).
+    /// A failed `fdatasync` is always [`StoreError::Sync`] (NBD `EIO`), whatever its errno: after a failed sync the
+    /// kernel may have dropped the unwritten pages, so a retry could report success over lost data.
+    pub fn from_io(op: &'static str, offset: u64, source: io::Error) -> Self {
         match source.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge => {
                 StoreError::NoSpace { op, offset, source }
@@ -345,6 +350,33 @@ mod tests {
         std::fs::write(&empty, b"").expect("create");
         assert_eq!(FileStore::open(&empty).expect_err("empty").code(), "TDM-MIR-003");
         assert_eq!(FileStore::open_read_only(dir.path()).expect_err("dir").code(), "TDM-MIR-002");
+    }
+
+    #[test]
+    fn raw_errnos_of_the_kernel_map_to_the_nbd_errno_a_client_can_act_on() {
+        // Linux errno values: ENOSPC 28, EDQUOT 122, EFBIG 27, EPERM 1, EACCES 13, EROFS 30, EIO 5, ENXIO 6,
+        // ENOMEM 12, EINVAL 22.
+        let cases = [
+            (28, "TDM-MIR-007", NBD_ENOSPC),
+            (122, "TDM-MIR-007", NBD_ENOSPC),
+            (27, "TDM-MIR-007", NBD_ENOSPC),
+            (1, "TDM-MIR-008", NBD_EPERM),
+            (13, "TDM-MIR-008", NBD_EPERM),
+            (30, "TDM-MIR-008", NBD_EPERM),
+            (5, "TDM-MIR-006", NBD_EIO),
+            (6, "TDM-MIR-006", NBD_EIO),
+            (12, "TDM-MIR-006", NBD_EIO),
+            (22, "TDM-MIR-006", NBD_EIO),
+        ];
+        for (errno, code, nbd) in cases {
+            let e = StoreError::from_io("write", 4096, io::Error::from_raw_os_error(errno));
+            assert_eq!((e.code(), e.nbd_errno()), (code, nbd), "errno {errno}: {e}");
+            assert!(e.to_string().starts_with(code), "the message starts with its code: {e}");
+        }
+        for errno in [5, 28, 122] {
+            let e = StoreError::Sync { source: io::Error::from_raw_os_error(errno) };
+            assert_eq!((e.code(), e.nbd_errno()), ("TDM-MIR-009", NBD_EIO), "a failed fdatasync is never retryable");
+        }
     }
 
     #[test]

@@ -267,6 +267,86 @@ impl Superblock {
     }
 }
 
+/// `TDMACTL1`: the first 8 bytes of an activity-log slot.
+pub const AL_MAGIC: u64 = 0x5444_4d41_4354_4c31;
+/// Bytes of one activity-log slot (two slots follow the bitmap).
+pub const AL_SLOT_LEN: usize = 4096;
+const AL_HEAD: usize = 32;
+const AL_SUM_AT: usize = AL_SLOT_LEN - 32;
+/// Most extents one activity-log slot holds.
+pub const AL_MAX_EXTENTS: usize = (AL_SUM_AT - AL_HEAD) / 4;
+
+/// One activity-log slot: the extents (units of `extent_bytes` of the export) in which the primary may have writes
+/// that the peer does not have yet. Layout, big-endian: magic `TDMACTL1` (0..8), sequence number (8..16, the newer
+/// valid slot wins), extent size in bytes (16..24, a power of two from 4 KiB to 1 GiB), count (24..28, at most
+/// [`AL_MAX_EXTENTS`]), reserved 0 (28..32), `count` × u32 extent numbers (32..), zero up to byte 4064, then the
+/// SHA-256 of bytes 0..4064. An all-zero slot is an empty log never written (metadata created before the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityRecord {
+    pub seq: u64,
+    pub extent_bytes: u64,
+    pub extents: Vec<u32>,
+}
+
+impl ActivityRecord {
+    fn validate(&self) -> Result<(), SuperblockError> {
+        let e = self.extent_bytes;
+        if !e.is_power_of_two() || !(4096..=1 << 30).contains(&e) {
+            return Err(bad(format!("activity log extent size {e} (a power of two from 4 KiB to 1 GiB)")));
+        }
+        if self.extents.len() > AL_MAX_EXTENTS {
+            return Err(bad(format!("activity log of {} extents (at most {AL_MAX_EXTENTS})", self.extents.len())));
+        }
+        Ok(())
+    }
+
+    /// The slot's bytes, or the reason the fields are invalid.
+    pub fn encode(&self) -> Result<Vec<u8>, SuperblockError> {
+        self.validate()?;
+        let mut b = vec![0u8; AL_SLOT_LEN];
+        b[0..8].copy_from_slice(&AL_MAGIC.to_be_bytes());
+        b[8..16].copy_from_slice(&self.seq.to_be_bytes());
+        b[16..24].copy_from_slice(&self.extent_bytes.to_be_bytes());
+        b[24..28].copy_from_slice(&(self.extents.len() as u32).to_be_bytes());
+        for (i, e) in self.extents.iter().enumerate() {
+            b[AL_HEAD + 4 * i..AL_HEAD + 4 * i + 4].copy_from_slice(&e.to_be_bytes());
+        }
+        let sum = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &b[..AL_SUM_AT]);
+        b[AL_SUM_AT..].copy_from_slice(sum.as_ref());
+        Ok(b)
+    }
+
+    /// Decode and validate one slot. `Ok(None)`: an all-zero slot (never written).
+    pub fn decode(buf: &[u8]) -> Result<Option<ActivityRecord>, SuperblockError> {
+        if buf.len() < AL_SLOT_LEN {
+            return Err(SuperblockError::Truncated { got: buf.len() });
+        }
+        let b = &buf[..AL_SLOT_LEN];
+        if b.iter().all(|x| *x == 0) {
+            return Ok(None);
+        }
+        let magic = be_u64(b, 0);
+        if magic != AL_MAGIC {
+            return Err(SuperblockError::BadMagic(magic));
+        }
+        let sum = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &b[..AL_SUM_AT]);
+        if sum.as_ref() != &b[AL_SUM_AT..] {
+            return Err(SuperblockError::Checksum);
+        }
+        let count = be_u32(b, 24) as usize;
+        if count > AL_MAX_EXTENTS {
+            return Err(bad(format!("activity log of {count} extents (at most {AL_MAX_EXTENTS})")));
+        }
+        if b[28..32].iter().chain(&b[AL_HEAD + 4 * count..AL_SUM_AT]).any(|x| *x != 0) {
+            return Err(bad("activity log reserved bytes are not zero"));
+        }
+        let extents = (0..count).map(|i| be_u32(b, AL_HEAD + 4 * i)).collect();
+        let r = ActivityRecord { seq: be_u64(b, 8), extent_bytes: be_u64(b, 16), extents };
+        r.validate()?;
+        Ok(Some(r))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +433,30 @@ mod tests {
             Superblock { size: 0, ..sample() },
         ] {
             assert_eq!(sb.encode().expect_err("invalid").code(), "TDM-MIR-044");
+        }
+    }
+
+    #[test]
+    fn an_activity_record_round_trips_and_damage_is_refused() {
+        let r = ActivityRecord { seq: 9, extent_bytes: 4 << 20, extents: vec![0, 7, u32::MAX] };
+        let bytes = r.encode().expect("encode");
+        assert_eq!(ActivityRecord::decode(&bytes).expect("decode"), Some(r.clone()));
+        assert_eq!(ActivityRecord::decode(&[0u8; AL_SLOT_LEN]).expect("blank"), None);
+        let mut b = bytes.clone();
+        b[40] ^= 1;
+        assert_eq!(ActivityRecord::decode(&b).expect_err("flipped").code(), "TDM-MIR-043");
+        let mut b = bytes.clone();
+        b[0] = 0;
+        assert_eq!(ActivityRecord::decode(&b).expect_err("magic").code(), "TDM-MIR-041");
+        assert_eq!(ActivityRecord::decode(&bytes[..100]).expect_err("short").code(), "TDM-MIR-045");
+        let full = ActivityRecord { extents: vec![1; AL_MAX_EXTENTS], ..r.clone() };
+        assert!(ActivityRecord::decode(&full.encode().expect("full")).is_ok());
+        for bad in [
+            ActivityRecord { extents: vec![1; AL_MAX_EXTENTS + 1], ..r.clone() },
+            ActivityRecord { extent_bytes: 3 << 20, ..r.clone() },
+            ActivityRecord { extent_bytes: 2048, ..r.clone() },
+        ] {
+            assert_eq!(bad.encode().expect_err("invalid").code(), "TDM-MIR-044");
         }
     }
 }

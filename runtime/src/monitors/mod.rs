@@ -14,6 +14,7 @@
 pub mod aws_az;
 pub mod custom;
 pub mod ip;
+pub mod mirror;
 pub mod resolution;
 pub mod resource;
 pub mod runner;
@@ -31,7 +32,7 @@ pub const CODE_TIMEOUT: &str = "TDM-MON-010";
 pub const CODE_AWS_TIMEOUT: &str = "TDM-MON-011";
 
 /// Every code of this module, in order (never renumbered; docs/monitors.md explains each with a fix hint).
-pub const CODES: [&str; 18] = [
+pub const CODES: [&str; 20] = [
     "TDM-MON-001",
     "TDM-MON-002",
     "TDM-MON-003",
@@ -50,6 +51,8 @@ pub const CODES: [&str; 18] = [
     resource::CODE_EIP_MOVED,
     resource::CODE_DNS_MOVED,
     resource::CODE_MIRROR_STOPPED,
+    mirror::CODE_MIRROR_DEGRADED,
+    mirror::CODE_MIRROR_NO_LINK,
 ];
 
 /// What one check found.
@@ -196,6 +199,9 @@ pub fn build(
                     resource: built.name().to_string(),
                     actual: built.kind(),
                 });
+            }
+            if built.mirror().is_some() {
+                return Ok(Box::new(mirror::MirrorCheck::new(built)));
             }
             Ok(Box::new(resource::ResourceCheck::new(kind, built)))
         }

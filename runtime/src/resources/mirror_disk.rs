@@ -25,9 +25,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 
+use super::mirror_env::TokenCell;
 use super::{CODE_STATE_DIR, ErrorClass, GroupResource, Invocation, Probe, ResourceContext, ResourceError};
-use crate::config::MirrorDisk;
+use crate::config::{Filesystem, MirrorDisk};
 use crate::daemon::peer::PeerTls;
+use crate::mirror::attach::{Attached, FsType, MountSpec, attach_and_mount};
 use crate::mirror::generations::GenState;
 use crate::mirror::meta::{DEFAULT_GRANULARITY, DiskState, Meta, MetaError, Role, SharedMeta};
 use crate::mirror::nbd::{Export, bind_unix, serve_unix};
@@ -50,16 +52,34 @@ pub enum MirrorDiskError {
     )]
     NotFresh { resource: String, metadata: String, data: String },
     #[error(
-        "TDM-MDK-002: mirror_disk {resource}: attaching /dev/nbdX and mounting is not implemented yet by this tandemd \
-         build (the export is only served on its Unix socket)"
+        "TDM-MDK-002: mirror_disk {resource}: attaching the export to /dev/nbdX and mounting it on {mount_point} \
+         failed: [{code}] {reason}"
     )]
-    AttachUnsupported { resource: String },
+    Attach { resource: String, mount_point: String, code: &'static str, reason: String },
     #[error("TDM-MDK-003: mirror_disk {resource}: listening for the peer's link on {addr} failed: {reason}")]
     Listen { resource: String, addr: SocketAddr, reason: String },
     #[error("TDM-MDK-004: mirror_disk {resource}: the NBD export task ended on its own; the export is not served")]
     ExportEnded { resource: String },
     #[error("TDM-MDK-005: mirror_disk {resource}: {during}: the task failed: {reason}")]
     Task { resource: String, during: &'static str, reason: String },
+    #[error(
+        "TDM-MDK-006: mirror_disk {resource}: this replica was never synced (fresh) and peer {peer} did not answer \
+         within {waited:?} ({reason}); the first promotion needs both nodes, so that the initial full sync has a \
+         target. Start tandemd on {peer}, then `tandemctl group start`"
+    )]
+    FreshAlone { resource: String, peer: String, waited: Duration, reason: String },
+    #[error(
+        "TDM-MDK-007: mirror_disk {resource}: this node is the primary; its data cannot be discarded while it serves. \
+         Discard the other node's data instead, or move the group away first"
+    )]
+    DiscardPrimary { resource: String },
+    #[error(
+        "TDM-MDK-008: mirror_disk {resource}: this replica is Inconsistent (a sync never completed): it cannot be \
+         accepted as the current data. Discard it (`--discard` this node) and resync from the peer"
+    )]
+    AcceptInconsistent { resource: String },
+    #[error("TDM-MDK-009: mirror_disk {resource}: verify runs on the primary with its peer linked; here: {state}")]
+    VerifyNotConnected { resource: String, state: String },
 }
 
 impl MirrorDiskError {
@@ -67,10 +87,14 @@ impl MirrorDiskError {
     pub fn code(&self) -> &'static str {
         match self {
             MirrorDiskError::NotFresh { .. } => "TDM-MDK-001",
-            MirrorDiskError::AttachUnsupported { .. } => "TDM-MDK-002",
+            MirrorDiskError::Attach { .. } => "TDM-MDK-002",
             MirrorDiskError::Listen { .. } => "TDM-MDK-003",
             MirrorDiskError::ExportEnded { .. } => "TDM-MDK-004",
             MirrorDiskError::Task { .. } => "TDM-MDK-005",
+            MirrorDiskError::FreshAlone { .. } => "TDM-MDK-006",
+            MirrorDiskError::DiscardPrimary { .. } => "TDM-MDK-007",
+            MirrorDiskError::AcceptInconsistent { .. } => "TDM-MDK-008",
+            MirrorDiskError::VerifyNotConnected { .. } => "TDM-MDK-009",
         }
     }
 
@@ -112,12 +136,18 @@ pub struct MirrorEnv {
     pub guard: Arc<dyn PromotionGuard>,
     /// Run before the first write is acknowledged after the peer was lost (marks it outdated).
     pub gate: Arc<dyn PeerLossGate>,
-    /// Attach the export to /dev/nbdX and mount it (true on a real node; not implemented yet: TDM-MDK-002).
+    /// Attach the export to /dev/nbdX and mount it on the config's `mount_point` (the daemon sets it when the
+    /// config has one; without a mount point there is nothing to attach).
     pub attach: bool,
     /// Longest wait for the TCP (and TLS) connection to the peer.
     pub connect_timeout: Duration,
     /// Pause between two reconnection attempts of a degraded primary.
     pub reconnect_interval: Duration,
+    /// How long the first promotion of a fresh replica waits for the peer: a fresh replica is promoted only
+    /// through a link that makes it the full-sync source of a peer that is fresh too, never alone.
+    pub fresh_wait: Duration,
+    /// The lease token while promoted here (set at start, cleared at stop); the daemon's gate writes under it.
+    pub token: Arc<TokenCell>,
     /// At promotion, how long a link still open on the secondary service may take to end before it is cut.
     pub link_drain: Duration,
     /// The replication settings (`node` is overwritten with this node's name).
@@ -146,6 +176,8 @@ impl MirrorEnv {
             attach: true,
             connect_timeout: Duration::from_secs(2),
             reconnect_interval: Duration::from_secs(5),
+            fresh_wait: Duration::from_secs(120),
+            token: Arc::new(TokenCell::default()),
             link_drain: Duration::from_secs(5),
             replication: ReplicationConfig::default(),
             secondary: SecondaryConfig::default(),
@@ -170,6 +202,25 @@ pub struct MirrorStatus {
     pub resync: Option<ResyncProgress>,
     /// A primary's link is being applied here (this node is a connected secondary).
     pub secondary_link: bool,
+    /// The data device's size in bytes.
+    pub size: u64,
+}
+
+/// "UpToDate", "Outdated" or "Inconsistent" (DRBD's words, as `tandemctl mirror status` prints them).
+pub fn disk_state_name(disk: DiskState) -> &'static str {
+    match disk {
+        DiskState::UpToDate => "UpToDate",
+        DiskState::Outdated => "Outdated",
+        DiskState::Inconsistent => "Inconsistent",
+    }
+}
+
+/// "Primary" or "Secondary".
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Primary => "Primary",
+        Role::Secondary => "Secondary",
+    }
 }
 
 /// A peer link: TCP or TLS over TCP.
@@ -196,6 +247,8 @@ struct Primary {
     export: JoinHandle<()>,
     reconnect: JoinHandle<()>,
     sock: PathBuf,
+    /// /dev/nbdX and the mount, when attached.
+    attached: Option<Attached>,
 }
 
 #[derive(Default)]
@@ -225,6 +278,8 @@ pub struct MirrorDiskResource {
     data: PathBuf,
     metadata: PathBuf,
     sock: PathBuf,
+    /// Where and how the active node mounts the export (attach on and a mount point configured).
+    mount: Option<MountSpec>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -246,6 +301,7 @@ impl Drop for MirrorDiskResource {
 
 impl MirrorDiskResource {
     pub fn new(name: &str, config: &MirrorDisk, cx: &ResourceContext, env: MirrorEnv) -> MirrorDiskResource {
+        let env_attach = env.attach;
         let shared = Shared {
             name: name.to_string(),
             node: cx.node.clone(),
@@ -258,6 +314,17 @@ impl MirrorDiskResource {
             data: config.data_device_for(&cx.node).to_path_buf(),
             metadata: config.metadata_device_for(&cx.node).to_path_buf(),
             sock: cx.state_dir.join(&cx.group).join(format!("{name}.nbd")),
+            mount: config.mount_point.as_ref().filter(|_| env_attach).map(|mp| {
+                let fs = match config.filesystem {
+                    Filesystem::Ext4 => FsType::Ext4,
+                    Filesystem::Xfs => FsType::Xfs,
+                };
+                let mut spec = MountSpec::new(mp, fs);
+                // Writes held by the gate (the lease store unreachable) must hang, never fail: no request
+                // timeout (the kernel then only warns about a long-running request).
+                spec.io_timeout = Duration::ZERO;
+                spec
+            }),
             state: tokio::sync::Mutex::new(State::default()),
         }
     }
@@ -289,7 +356,83 @@ impl MirrorDiskResource {
             dirty_bytes: disk.meta.dirty_bytes(),
             resync,
             secondary_link: *self.shared.secondary_link.borrow(),
+            size: disk.store.size(),
         })
+    }
+
+    /// `tandemctl mirror verify`: online checksum compare of every chunk with the peer's, on a connected primary.
+    /// Differing chunks are marked out of sync (the bitmap); the next resync (at the next link) repairs them.
+    pub async fn verify(&self) -> Result<String, ResourceError> {
+        let not_connected = |state: String| {
+            let err = MirrorDiskError::VerifyNotConnected { resource: self.shared.name.clone(), state };
+            err.class(ErrorClass::Soft)
+        };
+        let Some(active) = self.current_store().await else {
+            return Err(not_connected("this node is not the primary".into()));
+        };
+        let store = Arc::clone(&*active.current.read().await);
+        if let ReplicationState::Degraded { code, reason, .. } = store.state() {
+            return Err(not_connected(format!("degraded ([{code}] {reason})")));
+        }
+        let r = store.verify().await.map_err(|e| self.error(ErrorClass::Soft, e.code(), "verify", &e))?;
+        let mut text = format!(
+            "verified {} bytes in {} ms ({} KiB chunks): {} differing",
+            r.bytes_checked,
+            r.duration.as_millis(),
+            r.chunk_bytes / 1024,
+            r.differing_chunks
+        );
+        if r.differing_chunks > 0 {
+            let first: Vec<String> = r.first_differing.iter().map(|o| o.to_string()).collect();
+            text.push_str(&format!(
+                " (first at offsets {}; {} unreadable on the peer); marked out of sync, repaired by the next resync",
+                first.join(", "),
+                r.peer_read_errors
+            ));
+        }
+        Ok(text)
+    }
+
+    /// The peer's node name.
+    pub fn peer_name(&self) -> &str {
+        &self.shared.env.peer_name
+    }
+
+    /// `tandemctl mirror resolve --discard <this node>`: give up this replica's data (split brain, or a replica
+    /// known to be worse). Refused on the primary. The metadata becomes fresh-but-discarded, so that the next
+    /// link makes this node a full sync target; the secondary service restarts.
+    pub async fn discard_local(&self) -> Result<(), ResourceError> {
+        let mut state = self.state.lock().await;
+        if state.primary.is_some() {
+            let err = MirrorDiskError::DiscardPrimary { resource: self.shared.name.clone() };
+            return Err(err.class(ErrorClass::Fatal));
+        }
+        let disk = self.ensure_disk(&mut state).await?;
+        self.stop_secondary(&mut state).await;
+        let discarded = disk.meta.with(crate::mirror::meta::resolve_discard).await;
+        let restarted = self.ensure_secondary(&mut state, &disk).await;
+        discarded.map_err(|e| self.error(ErrorClass::Fatal, e.code(), "discarding the local data", &e))?;
+        restarted
+    }
+
+    /// `tandemctl mirror resolve --discard <the peer>`: accept this replica as the current one (the operator
+    /// gives up what only the peer has). An Outdated replica becomes UpToDate; an Inconsistent one is refused
+    /// (it holds no consistent copy: a sync never completed).
+    pub async fn accept_local(&self) -> Result<(), ResourceError> {
+        let mut state = self.state.lock().await;
+        let disk = self.ensure_disk(&mut state).await?;
+        match disk.meta.superblock().disk {
+            DiskState::UpToDate => Ok(()),
+            DiskState::Inconsistent => {
+                let err = MirrorDiskError::AcceptInconsistent { resource: self.shared.name.clone() };
+                Err(err.class(ErrorClass::Fatal))
+            }
+            DiskState::Outdated => disk
+                .meta
+                .update(|sb| sb.disk = DiskState::UpToDate)
+                .await
+                .map_err(|e| self.error(ErrorClass::Fatal, e.code(), "accepting the local replica", &e)),
+        }
     }
 
     /// Wait until this node is a primary whose link to the peer is up.
@@ -423,10 +566,13 @@ impl MirrorDiskResource {
         }
     }
 
-    /// Link to the peer's secondary, or start degraded when it is unreachable.
+    /// Link to the peer's secondary, or start degraded when it is unreachable (never for a fresh replica).
     async fn open_store(&self, disk: &Disk) -> Result<ReplicatedStore, ResourceError> {
         let cfg = self.replication_config();
         let env = &self.shared.env;
+        if GenState::of(&disk.meta.superblock()).fresh() {
+            return self.open_fresh(disk, cfg).await;
+        }
         match open_link(env).await {
             Ok(link) => {
                 match ReplicatedStore::connect_with_meta(
@@ -457,6 +603,42 @@ impl MirrorDiskResource {
             .map_err(|e| self.error(ErrorClass::Hard, e.code(), "starting degraded", &e))
     }
 
+    /// The first promotion of a fresh pair: wait (up to `fresh_wait`) for the peer and link; the handshake makes
+    /// this node the full-sync source only when the peer is fresh too (else it refuses: WrongDirection, Unrelated).
+    async fn open_fresh(&self, disk: &Disk, cfg: ReplicationConfig) -> Result<ReplicatedStore, ResourceError> {
+        let env = &self.shared.env;
+        let deadline = tokio::time::Instant::now() + env.fresh_wait;
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            match open_link(env).await {
+                Ok(link) => {
+                    let gate = Arc::clone(&env.gate);
+                    return ReplicatedStore::connect_with_meta(
+                        Arc::clone(&disk.store),
+                        link,
+                        cfg,
+                        gate,
+                        disk.meta.clone(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        let class = refusal_class(&e).unwrap_or(ErrorClass::Soft);
+                        self.error(class, e.code(), "the first link of a fresh replica was refused", &e)
+                    });
+                }
+                Err(reason) => last = reason,
+            }
+            tokio::time::sleep(env.reconnect_interval.min(Duration::from_secs(1))).await;
+        }
+        let err = MirrorDiskError::FreshAlone {
+            resource: self.shared.name.clone(),
+            peer: env.peer_name.clone(),
+            waited: env.fresh_wait,
+            reason: last,
+        };
+        Err(err.class(ErrorClass::Soft))
+    }
+
     fn replication_config(&self) -> ReplicationConfig {
         ReplicationConfig { node: self.shared.node.clone(), ..self.shared.env.replication.clone() }
     }
@@ -479,9 +661,32 @@ impl MirrorDiskResource {
                 return Err(e);
             }
         };
+        let attached = match &self.mount {
+            Some(spec) => match attach_and_mount(&self.sock, &self.shared.name, spec).await {
+                Ok(a) => {
+                    tracing::info!(resource = %self.shared.name, device = %a.device().display(),
+                        mount_point = %a.mount_point().display(), formatted = a.formatted(), "mirror_disk: mounted");
+                    Some(a)
+                }
+                Err(e) => {
+                    export.abort();
+                    let _ = export.await;
+                    active.shut_down().await;
+                    let _ = tokio::fs::remove_file(&self.sock).await;
+                    let err = MirrorDiskError::Attach {
+                        resource: self.shared.name.clone(),
+                        mount_point: spec.mount_point.display().to_string(),
+                        code: e.code(),
+                        reason: e.to_string(),
+                    };
+                    return Err(err.class(ErrorClass::Hard));
+                }
+            },
+            None => None,
+        };
         self.shared.links.send_modify(|n| *n += 1);
         let reconnect = tokio::spawn(reconnect_loop(Arc::clone(&self.shared), Arc::clone(&active), disk.clone()));
-        state.primary = Some(Primary { store: active, export, reconnect, sock: self.sock.clone() });
+        state.primary = Some(Primary { store: active, export, reconnect, sock: self.sock.clone(), attached });
         Ok(())
     }
 
@@ -533,8 +738,9 @@ impl GroupResource for MirrorDiskResource {
         "mirror_disk"
     }
 
-    async fn start(&self, _inv: &Invocation) -> Result<(), ResourceError> {
+    async fn start(&self, inv: &Invocation) -> Result<(), ResourceError> {
         let mut state = self.state.lock().await;
+        self.shared.env.token.set(inv.lease_token);
         if let Some(p) = &state.primary {
             if !p.export.is_finished() {
                 return Ok(());
@@ -543,10 +749,6 @@ impl GroupResource for MirrorDiskResource {
             if let (Some(p), Some(disk)) = (state.primary.take(), state.disk.clone()) {
                 let _ = self.demote(p, &disk).await;
             }
-        }
-        if self.shared.env.attach {
-            let err = MirrorDiskError::AttachUnsupported { resource: self.shared.name.clone() };
-            return Err(err.class(ErrorClass::Hard));
         }
         let disk = self.ensure_disk(&mut state).await?;
         self.stop_secondary(&mut state).await;
@@ -564,10 +766,23 @@ impl GroupResource for MirrorDiskResource {
         let Some(disk) = state.disk.clone() else {
             return Ok(());
         };
+        // Unmount and detach first; a busy file system keeps the primary as it is (the stop is retried).
+        if let Some(a) = state.primary.as_mut().and_then(|p| p.attached.as_mut()) {
+            a.unmount_and_detach().await.map_err(|e| {
+                let err = MirrorDiskError::Attach {
+                    resource: self.shared.name.clone(),
+                    mount_point: a.mount_point().display().to_string(),
+                    code: e.code(),
+                    reason: format!("stopping: {e}"),
+                };
+                err.class(ErrorClass::Soft)
+            })?;
+        }
         let result = match state.primary.take() {
             Some(primary) => self.demote(primary, &disk).await,
             None => Ok(()),
         };
+        self.shared.env.token.set(None);
         // The node stays a usable secondary; a failure here is not a failed stop (prepare or the next stop retry).
         if let Err(e) = self.ensure_secondary(&mut state, &disk).await {
             tracing::warn!(resource = %self.shared.name, code = e.code, "mirror_disk: {e}");
@@ -588,6 +803,10 @@ impl GroupResource for MirrorDiskResource {
             return Err(err.class(ErrorClass::Soft));
         }
         Ok(Probe::Running)
+    }
+
+    fn mirror(&self) -> Option<&MirrorDiskResource> {
+        Some(self)
     }
 
     async fn prepare(&self) -> Result<(), ResourceError> {
@@ -768,8 +987,13 @@ impl ActiveStore {
         r
     }
 
+    /// A clean stop of the current store: the dirty set saved, the activity log emptied (a crash leaves it, and
+    /// the next link then resyncs its extents). A failure is logged: the log then stays, which costs only resync.
     async fn shut_down(&self) {
-        self.current.write().await.shutdown();
+        let current = Arc::clone(&*self.current.write().await);
+        if let Err(e) = current.stop().await {
+            tracing::warn!(code = e.code(), "mirror_disk: the clean stop of the replicated store failed: {e}");
+        }
     }
 }
 
@@ -814,14 +1038,28 @@ mod tests {
         let r = String::from("d");
         let errors = [
             MirrorDiskError::NotFresh { resource: r.clone(), metadata: "m".into(), data: "d".into() },
-            MirrorDiskError::AttachUnsupported { resource: r.clone() },
+            MirrorDiskError::Attach {
+                resource: r.clone(),
+                mount_point: "/srv".into(),
+                code: "TDM-ATT-001",
+                reason: "x".into(),
+            },
             MirrorDiskError::Listen {
                 resource: r.clone(),
                 addr: SocketAddr::from(([127, 0, 0, 1], 1)),
                 reason: "x".into(),
             },
             MirrorDiskError::ExportEnded { resource: r.clone() },
-            MirrorDiskError::Task { resource: r, during: "x", reason: "y".into() },
+            MirrorDiskError::Task { resource: r.clone(), during: "x", reason: "y".into() },
+            MirrorDiskError::FreshAlone {
+                resource: r.clone(),
+                peer: "b".into(),
+                waited: Duration::from_secs(1),
+                reason: "x".into(),
+            },
+            MirrorDiskError::DiscardPrimary { resource: r.clone() },
+            MirrorDiskError::AcceptInconsistent { resource: r.clone() },
+            MirrorDiskError::VerifyNotConnected { resource: r, state: "x".into() },
         ];
         for (i, e) in errors.iter().enumerate() {
             assert_eq!(e.code(), format!("TDM-MDK-{:03}", i + 1));

@@ -12,6 +12,7 @@ pub mod aws_eip;
 pub mod aws_vip;
 pub mod exec;
 pub mod mirror_disk;
+pub mod mirror_env;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -136,20 +137,26 @@ pub trait GroupResource: Send + Sync {
     async fn prepare(&self) -> Result<(), ResourceError> {
         Ok(())
     }
+    /// The mirror disk behind this resource, for `tandemctl mirror` and the `mirror` monitor (None: another kind).
+    fn mirror(&self) -> Option<&mirror_disk::MirrorDiskResource> {
+        None
+    }
 }
 
 /// The run-time resource for `resource` of group `cx.group` on node `cx.node`. The AWS kinds need the node's
 /// [`AwsEnv`](crate::aws::AwsEnv): use [`build_with`].
 pub fn build(resource: &Resource, cx: &ResourceContext) -> Result<Box<dyn GroupResource>, ResourceError> {
-    build_with(resource, cx, None)
+    build_with(resource, cx, None, None)
 }
 
-/// [`build`], with the node's AWS environment (clients, ENI cache) for the kinds that call AWS. Share one
-/// `AwsEnv` between all resources of a node: the clients are built and the ENI is looked up once.
+/// [`build`], with what the daemon provides: the node's AWS environment (clients, ENI cache) for the kinds that
+/// call AWS, and the lease and certificates for mirror_disk. Share one `AwsEnv` between all resources of a node:
+/// the clients are built and the ENI is looked up once.
 pub fn build_with(
     resource: &Resource,
     cx: &ResourceContext,
     aws: Option<&crate::aws::AwsEnv>,
+    mirror: Option<&mirror_env::MirrorDeps>,
 ) -> Result<Box<dyn GroupResource>, ResourceError> {
     match &resource.kind {
         ResourceKind::Exec(config) => Ok(Box::new(exec::ExecResource::new(&resource.name, config, cx))),
@@ -165,7 +172,13 @@ pub fn build_with(
             Some(env) => Ok(Box::new(aws_dns::AwsDnsResource::new(&resource.name, config, cx, env))),
             None => Err(unsupported(resource)),
         },
-        ResourceKind::MirrorDisk(_) => Err(unsupported(resource)),
+        ResourceKind::MirrorDisk(config) => match mirror {
+            Some(deps) => {
+                let env = mirror_env::env_for(deps, &cx.group, &resource.name, &cx.node)?;
+                Ok(Box::new(mirror_disk::MirrorDiskResource::new(&resource.name, config, cx, env)))
+            }
+            None => Err(unsupported(resource)),
+        },
     }
 }
 

@@ -88,7 +88,7 @@ struct AlwaysGate;
 
 #[async_trait::async_trait]
 impl PeerLossGate for AlwaysGate {
-    async fn mark_peer_outdated(&self) -> Result<(), String> {
+    async fn mark_peer_outdated(&self, _generation: u64) -> Result<(), String> {
         Ok(())
     }
 }

@@ -665,8 +665,8 @@ fn read_resource(r: &mut Reader, kind: &'static str, b: &Value, at: &AttrPath) -
         "mirror_disk" => {
             let data = r.req_text(b.attr("data_device"), &a("data_device"), "/dev/unknown-data");
             let meta = r.req_text(b.attr("metadata_device"), &a("metadata_device"), "/dev/unknown-metadata");
-            let mount = r.req_text(b.attr("mount_point"), &a("mount_point"), "/unknown");
-            let mut md = MirrorDisk::new(&data, &meta, &mount);
+            let mut md = MirrorDisk::new(&data, &meta, "/");
+            md.mount_point = r.text(b.attr("mount_point"), &a("mount_point"), "/unknown").map(PathBuf::from);
             md.filesystem = r.choice(b.attr("filesystem"), &a("filesystem"), md.filesystem);
             for (node, o, oat) in &overrides {
                 let data = r.text(o.attr("data_device"), &oat.clone().attr("data_device"), "/dev/unknown-data");

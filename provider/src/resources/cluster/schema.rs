@@ -160,7 +160,11 @@ fn group_block() -> Block {
     let mirror = Block::new("")
         .attr(req("data_device", Type::String, "The data partition, e.g. `/dev/nvme1n1p2`."))
         .attr(req("metadata_device", Type::String, "The cluster (metadata) partition, e.g. `/dev/nvme1n1p1`."))
-        .attr(req("mount_point", Type::String, "Where the active node mounts the data."))
+        .attr(opt(
+            "mount_point",
+            Type::String,
+            "Where the active node mounts the data. Omit it to serve the NBD export only (a client that speaks NBD).",
+        ))
         .attr(opt("filesystem", Type::String, "`ext4` (default) or `xfs`."));
     let mirror_override = Block::new("Per-node device names.")
         .attr(opt("data_device", Type::String, "Data partition on this node."))

@@ -26,8 +26,9 @@ pub struct MirrorDisk {
     pub data_device: PathBuf,
     /// The cluster (metadata) partition: generations and the dirty bitmap, e.g. `/dev/nvme1n1p1`.
     pub metadata_device: PathBuf,
-    /// Where the active node mounts the data.
-    pub mount_point: PathBuf,
+    /// Where the active node mounts the data (it attaches the export to /dev/nbdX first). None: the export is
+    /// only served on its Unix socket, for a client that speaks NBD itself (qemu, a VM, a test).
+    pub mount_point: Option<PathBuf>,
     /// Default ext4.
     pub filesystem: Filesystem,
     /// Per-node overrides (device names often differ between instance types).
@@ -46,7 +47,7 @@ impl MirrorDisk {
         MirrorDisk {
             data_device: data_device.into(),
             metadata_device: metadata_device.into(),
-            mount_point: mount_point.into(),
+            mount_point: Some(mount_point.into()),
             filesystem: Filesystem::Ext4,
             per_node: BTreeMap::new(),
         }
@@ -63,7 +64,7 @@ impl MirrorDisk {
     pub(crate) fn read(cx: &mut Cx, r: &mut Reader) -> Option<MirrorDisk> {
         let data_device = r.req(cx, "data_device", parse::path_buf);
         let metadata_device = r.req(cx, "metadata_device", parse::path_buf);
-        let mount_point = r.req(cx, "mount_point", parse::path_buf);
+        let mount_point = r.opt(cx, "mount_point", parse::path_buf);
         let filesystem = r.or(cx, "filesystem", parse::choice::<Filesystem>, Filesystem::Ext4);
         let per_node = overrides::read(cx, r, |cx, or| {
             Some(MirrorDiskNode {
@@ -74,7 +75,7 @@ impl MirrorDisk {
         Some(MirrorDisk {
             data_device: data_device?,
             metadata_device: metadata_device?,
-            mount_point: mount_point?,
+            mount_point,
             filesystem,
             per_node: per_node?,
         })
@@ -83,7 +84,7 @@ impl MirrorDisk {
     pub(crate) fn render(&self, b: &mut HclBlock) {
         b.path("data_device", &self.data_device);
         b.path("metadata_device", &self.metadata_device);
-        b.path("mount_point", &self.mount_point);
+        b.opt_path("mount_point", self.mount_point.as_deref());
         b.choice("filesystem", self.filesystem);
     }
 
@@ -97,7 +98,20 @@ impl MirrorDisk {
     pub(crate) fn validate(&self, v: &mut Validator, path: &ConfigPath, group: &Group) {
         v.abs_path(&path.attr("data_device"), &self.data_device);
         v.abs_path(&path.attr("metadata_device"), &self.metadata_device);
-        v.abs_path(&path.attr("mount_point"), &self.mount_point);
+        if let Some(mount) = &self.mount_point {
+            v.abs_path(&path.attr("mount_point"), mount);
+        }
+        if group.servers.len() != 2 {
+            v.error(
+                ErrorCode::NotApplicable,
+                path,
+                format!(
+                    "{path}: a mirror disk replicates between exactly two servers; group {:?} has {}",
+                    group.name,
+                    group.servers.len()
+                ),
+            );
+        }
         overrides::validate_nodes(v, path, &self.per_node, &group.servers);
         for (node, o) in &self.per_node {
             let opath = overrides::path(path, node);

@@ -468,7 +468,7 @@ async fn execute(store: &dyn BlockStore, req: &Request, payload: Vec<u8>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mirror::store::FileStore;
+    use crate::mirror::store::{FileStore, WriteBuf};
 
     #[tokio::test]
     async fn flush_waits_for_writes_received_before_it() {
@@ -520,6 +520,87 @@ mod tests {
         let (server_side, _client_side) = tokio::io::duplex(4096);
         let e = serve_connection(server_side, export).await.expect_err("timeout");
         assert_eq!(e.code(), "TDM-NBD-023");
+    }
+
+    /// A store whose every operation but the read of offset 0 fails with the error of its kind.
+    struct FailingStore;
+
+    #[async_trait::async_trait]
+    impl BlockStore for FailingStore {
+        fn size(&self) -> u64 {
+            1 << 20
+        }
+        async fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, StoreError> {
+            if offset == 0 {
+                return Ok(vec![0x5a; len as usize]);
+            }
+            Err(StoreError::from_io("read", offset, std::io::Error::from_raw_os_error(5)))
+        }
+        async fn write_at(&self, offset: u64, _data: WriteBuf, _fua: bool) -> Result<(), StoreError> {
+            Err(StoreError::from_io("write", offset, std::io::Error::from_raw_os_error(28)))
+        }
+        async fn flush(&self) -> Result<(), StoreError> {
+            Err(StoreError::Sync { source: std::io::Error::from_raw_os_error(5) })
+        }
+        async fn trim(&self, offset: u64, _len: u64) -> Result<(), StoreError> {
+            Err(StoreError::from_io("trim", offset, std::io::Error::from_raw_os_error(30)))
+        }
+        async fn write_zeroes(&self, offset: u64, _len: u64, _fua: bool) -> Result<(), StoreError> {
+            Err(StoreError::from_io("write_zeroes", offset, std::io::Error::from_raw_os_error(122)))
+        }
+    }
+
+    /// Send one request of 512 bytes (none for FLUSH) and read its reply; returns the reply's error value.
+    async fn request(c: &mut tokio::io::DuplexStream, kind: u16, cookie: u64, offset: u64) -> u32 {
+        let length = if kind == proto::CMD_FLUSH { 0 } else { 512 };
+        let h = RequestHeader { flags: 0, kind, cookie, offset, length };
+        c.write_all(&h.encode()).await.expect("request");
+        if kind == proto::CMD_WRITE {
+            c.write_all(&[1u8; 512]).await.expect("payload");
+        }
+        let mut r = [0u8; proto::SIMPLE_REPLY_LEN];
+        c.read_exact(&mut r).await.expect("reply");
+        assert_eq!(u64::from_be_bytes(r[8..16].try_into().expect("8 bytes")), cookie);
+        let error = u32::from_be_bytes(r[4..8].try_into().expect("4 bytes"));
+        if kind == proto::CMD_READ && error == proto::NBD_OK {
+            let mut data = vec![0u8; 512];
+            c.read_exact(&mut data).await.expect("read data");
+            assert_eq!(data, vec![0x5a; 512]);
+        }
+        error
+    }
+
+    #[tokio::test]
+    async fn store_errors_reach_the_client_as_their_nbd_errno_and_the_connection_continues() {
+        let export = Arc::new(Export::new("d", Arc::new(FailingStore)));
+        let (server_side, mut c) = tokio::io::duplex(1 << 16);
+        let served = tokio::spawn(serve_connection(server_side, export));
+        let mut greeting = [0u8; proto::GREETING_LEN];
+        c.read_exact(&mut greeting).await.expect("greeting");
+        c.write_all(&(proto::FLAG_C_FIXED_NEWSTYLE | proto::FLAG_C_NO_ZEROES).to_be_bytes()).await.expect("flags");
+        let mut opt = proto::IHAVEOPT.to_be_bytes().to_vec();
+        opt.extend_from_slice(&proto::OPT_EXPORT_NAME.to_be_bytes());
+        opt.extend_from_slice(&1u32.to_be_bytes());
+        opt.push(b'd');
+        c.write_all(&opt).await.expect("export name");
+        let mut reply = [0u8; 10];
+        c.read_exact(&mut reply).await.expect("size and flags");
+
+        let cases = [
+            (proto::CMD_WRITE, 4096, proto::NBD_ENOSPC),
+            (proto::CMD_WRITE_ZEROES, 4096, proto::NBD_ENOSPC),
+            (proto::CMD_READ, 4096, proto::NBD_EIO),
+            (proto::CMD_FLUSH, 0, proto::NBD_EIO),
+            (proto::CMD_TRIM, 4096, proto::NBD_EPERM),
+            (proto::CMD_READ, 0, proto::NBD_OK),
+        ];
+        for (i, (kind, offset, expected)) in cases.into_iter().enumerate() {
+            let got = request(&mut c, kind, i as u64, offset).await;
+            assert_eq!(got, expected, "command {kind} at {offset}");
+        }
+        let h = RequestHeader { flags: 0, kind: proto::CMD_DISC, cookie: 99, offset: 0, length: 0 };
+        c.write_all(&h.encode()).await.expect("disc");
+        served.await.expect("join").expect("a store failure is not a connection failure");
     }
 
     #[tokio::test]

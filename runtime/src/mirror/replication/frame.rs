@@ -23,6 +23,15 @@
 //! seq 0; SYNC_DONE (a data frame, numbered like WRITE: the resync completed) empty. A build without metadata
 //! sends flags 0 and never a META, so the extension is compatible with version 1 peers that do not use it.
 //!
+//! Online verify and out-of-sync exchange (HELLO flag bit 1, [`HELLO_V2`]; a node sends these only to a peer whose
+//! HELLO has it): VERIFY_REQ (a data frame, numbered like WRITE, so the secondary answers it after every earlier
+//! overlapping write and before every later one) `offset u64, len u64` (1..=[`MAX_VERIFY`] bytes); VERIFY_REP `errno
+//! u32, SHA-256 digest [32]` with the request's seq (errno 0 = the digest of the secondary's bytes; otherwise its read
+//! failed and the digest is zero); OUT_OF_SYNC `flags u32 (bit 0 [`OOS_LAST`]), count u32, count × (offset u64, len
+//! u64)` (at most [`MAX_OOS_RANGES`], each non-empty), seq 0: sent by the secondary right after META (metadata on both
+//! sides), the ranges its own bitmap holds (e.g. its activity log after a crash as primary); the last frame has
+//! [`OOS_LAST`].
+//!
 //! Every rejected input maps to one [`FrameError`] with a stable code `TDM-MIR-02N`. Every frame error is fatal to
 //! the link: the receiver closes the connection without applying the frame.
 
@@ -49,9 +58,23 @@ pub const T_PING: u8 = 7;
 pub const T_PONG: u8 = 8;
 pub const T_META: u8 = 9;
 pub const T_SYNC_DONE: u8 = 10;
+pub const T_VERIFY_REQ: u8 = 11;
+pub const T_VERIFY_REP: u8 = 12;
+pub const T_OUT_OF_SYNC: u8 = 13;
+
+/// Largest range one VERIFY_REQ asks about (the largest bitmap granularity).
+pub const MAX_VERIFY: u64 = 64 * 1024 * 1024;
+/// Most ranges in one OUT_OF_SYNC frame.
+pub const MAX_OOS_RANGES: u32 = 4096;
+/// OUT_OF_SYNC flag: the last frame of the list.
+pub const OOS_LAST: u32 = 1;
+/// Length of a SHA-256 digest.
+pub const DIGEST_LEN: usize = 32;
 
 /// HELLO flag: this node has mirror metadata and sends META after HELLO.
 pub const HELLO_META: u32 = 1;
+/// HELLO flag: this node understands VERIFY_REQ / VERIFY_REP and the OUT_OF_SYNC list after META.
+pub const HELLO_V2: u32 = 2;
 
 /// WRITE / WRITE_ZEROES flag: durable on the peer before its ACK.
 pub const FLAG_FUA: u32 = 1;
@@ -63,6 +86,9 @@ const RANGE_FIXED: u32 = 20;
 const TRIM_LEN: u32 = 16;
 const ACK_FIXED: u32 = 5;
 const META_LEN: u32 = 52;
+const VERIFY_REQ_LEN: u32 = 16;
+const VERIFY_REP_LEN: u32 = 4 + DIGEST_LEN as u32;
+const OOS_FIXED: u32 = 8;
 
 /// Why a peer frame was rejected. Codes (`TDM-MIR-NNN`) are stable: never renumber, only append.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +111,8 @@ pub enum FrameError {
     OutOfRange { kind: &'static str, offset: u64, len: u64, size: u64 },
     #[error("TDM-MIR-028: mirror peer {kind} frame has an invalid field: {detail}")]
     BadField { kind: &'static str, detail: String },
+    #[error("TDM-MIR-029: mirror peer VERIFY_REQ of {0} bytes exceeds the maximum of {MAX_VERIFY} bytes")]
+    VerifyTooLarge(u64),
 }
 
 impl FrameError {
@@ -100,6 +128,7 @@ impl FrameError {
             FrameError::Overflow { .. } => "TDM-MIR-026",
             FrameError::OutOfRange { .. } => "TDM-MIR-027",
             FrameError::BadField { .. } => "TDM-MIR-028",
+            FrameError::VerifyTooLarge(_) => "TDM-MIR-029",
         }
     }
 }
@@ -138,15 +167,55 @@ pub enum AckStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Hello(Hello),
-    Write { seq: u64, offset: u64, data: Vec<u8>, fua: bool },
-    WriteZeroes { seq: u64, offset: u64, len: u64, fua: bool },
-    Trim { seq: u64, offset: u64, len: u64 },
-    Flush { seq: u64 },
-    Ack { seq: u64, status: AckStatus },
-    Ping { token: u64 },
-    Pong { token: u64 },
+    Write {
+        seq: u64,
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
+    WriteZeroes {
+        seq: u64,
+        offset: u64,
+        len: u64,
+        fua: bool,
+    },
+    Trim {
+        seq: u64,
+        offset: u64,
+        len: u64,
+    },
+    Flush {
+        seq: u64,
+    },
+    Ack {
+        seq: u64,
+        status: AckStatus,
+    },
+    Ping {
+        token: u64,
+    },
+    Pong {
+        token: u64,
+    },
     Meta(MetaInfo),
-    SyncDone { seq: u64 },
+    SyncDone {
+        seq: u64,
+    },
+    VerifyReq {
+        seq: u64,
+        offset: u64,
+        len: u64,
+    },
+    /// `errno` 0: `digest` is the SHA-256 of the peer's bytes; otherwise the peer's read failed (digest zero).
+    VerifyRep {
+        seq: u64,
+        errno: u32,
+        digest: [u8; DIGEST_LEN],
+    },
+    OutOfSync {
+        last: bool,
+        ranges: Vec<(u64, u64)>,
+    },
 }
 
 /// The generation state a node sends in META. `disk` and `role` are the metadata's byte codes (validated).
@@ -171,6 +240,9 @@ fn kind_name(kind: u8) -> &'static str {
         T_PONG => "PONG",
         T_META => "META",
         T_SYNC_DONE => "SYNC_DONE",
+        T_VERIFY_REQ => "VERIFY_REQ",
+        T_VERIFY_REP => "VERIFY_REP",
+        T_OUT_OF_SYNC => "OUT_OF_SYNC",
         _ => "unknown",
     }
 }
@@ -225,6 +297,11 @@ impl Header {
             T_TRIM => len == TRIM_LEN,
             T_ACK => (ACK_FIXED..=ACK_FIXED + MAX_CODE as u32).contains(&len),
             T_META => len == META_LEN,
+            T_VERIFY_REQ => len == VERIFY_REQ_LEN,
+            T_VERIFY_REP => len == VERIFY_REP_LEN,
+            T_OUT_OF_SYNC => {
+                len >= OOS_FIXED && (len - OOS_FIXED).is_multiple_of(16) && (len - OOS_FIXED) / 16 <= MAX_OOS_RANGES
+            }
             _ => len == 0,
         };
         if !ok {
@@ -342,6 +419,48 @@ pub fn decode_payload(head: &Header, payload: &[u8]) -> Result<Frame, FrameError
             Frame::Meta(m)
         }
         T_SYNC_DONE => Frame::SyncDone { seq },
+        T_VERIFY_REQ => {
+            let (offset, len) = (be_u64(p, 0), be_u64(p, 8));
+            if len == 0 {
+                return Err(FrameError::BadField { kind, detail: "length 0".into() });
+            }
+            if len > MAX_VERIFY {
+                return Err(FrameError::VerifyTooLarge(len));
+            }
+            end_of(kind, offset, len)?;
+            Frame::VerifyReq { seq, offset, len }
+        }
+        T_VERIFY_REP => {
+            let errno = be_u32(p, 0);
+            let mut digest = [0u8; DIGEST_LEN];
+            digest.copy_from_slice(&p[4..]);
+            if errno != 0 && digest.iter().any(|b| *b != 0) {
+                return Err(FrameError::BadField { kind, detail: "a digest on a failed VERIFY_REP".into() });
+            }
+            Frame::VerifyRep { seq, errno, digest }
+        }
+        T_OUT_OF_SYNC => {
+            if seq != 0 {
+                return Err(FrameError::BadField { kind, detail: format!("seq {seq} in OUT_OF_SYNC (must be 0)") });
+            }
+            let (flags, count) = (be_u32(p, 0), be_u32(p, 4));
+            if flags & !OOS_LAST != 0 {
+                return Err(FrameError::BadField { kind, detail: format!("unknown flags {flags:#x}") });
+            }
+            if u64::from(count) * 16 + u64::from(OOS_FIXED) != p.len() as u64 {
+                return Err(FrameError::BadField { kind, detail: format!("count {count}") });
+            }
+            let mut ranges = Vec::with_capacity(count as usize);
+            for i in 0..count as usize {
+                let (offset, len) = (be_u64(p, 8 + 16 * i), be_u64(p, 16 + 16 * i));
+                if len == 0 {
+                    return Err(FrameError::BadField { kind, detail: format!("range {i} is empty") });
+                }
+                end_of(kind, offset, len)?;
+                ranges.push((offset, len));
+            }
+            Frame::OutOfSync { last: flags & OOS_LAST != 0, ranges }
+        }
         other => return Err(FrameError::UnknownType(other)),
     };
     Ok(frame)
@@ -365,16 +484,19 @@ impl Frame {
             | Frame::WriteZeroes { seq, .. }
             | Frame::Trim { seq, .. }
             | Frame::Flush { seq }
-            | Frame::SyncDone { seq } => Some(*seq),
+            | Frame::SyncDone { seq }
+            | Frame::VerifyReq { seq, .. } => Some(*seq),
             _ => None,
         }
     }
 
-    /// The byte range a WRITE, WRITE_ZEROES or TRIM touches: (offset, length).
+    /// The byte range a WRITE, WRITE_ZEROES or TRIM touches, or a VERIFY_REQ reads: (offset, length).
     pub fn range(&self) -> Option<(u64, u64)> {
         match self {
             Frame::Write { offset, data, .. } => Some((*offset, data.len() as u64)),
-            Frame::WriteZeroes { offset, len, .. } | Frame::Trim { offset, len, .. } => Some((*offset, *len)),
+            Frame::WriteZeroes { offset, len, .. }
+            | Frame::Trim { offset, len, .. }
+            | Frame::VerifyReq { offset, len, .. } => Some((*offset, *len)),
             _ => None,
         }
     }
@@ -406,11 +528,16 @@ impl Frame {
             Frame::Pong { .. } => T_PONG,
             Frame::Meta(_) => T_META,
             Frame::SyncDone { .. } => T_SYNC_DONE,
+            Frame::VerifyReq { .. } => T_VERIFY_REQ,
+            Frame::VerifyRep { .. } => T_VERIFY_REP,
+            Frame::OutOfSync { .. } => T_OUT_OF_SYNC,
         }
     }
 
     /// The frame's bytes. Fields beyond the format's limits (a node name over 255 bytes, a code over 32 bytes or
-    /// not printable ASCII) are truncated or replaced so that the result always decodes.
+    /// not printable ASCII, over [`MAX_OOS_RANGES`] ranges, a digest on a failed VERIFY_REP) are truncated or replaced
+    /// so that the result always decodes, except ranges that are empty, overflow or exceed [`MAX_VERIFY`] (the
+    /// senders never build them).
     pub fn encode(&self) -> Vec<u8> {
         let mut p: Vec<u8> = Vec::new();
         let mut seq = 0;
@@ -468,6 +595,29 @@ impl Frame {
                 p.extend_from_slice(&[m.disk, m.role, 0, 0]);
             }
             Frame::SyncDone { seq: s } => seq = *s,
+            Frame::VerifyReq { seq: s, offset, len } => {
+                seq = *s;
+                p.extend_from_slice(&offset.to_be_bytes());
+                p.extend_from_slice(&len.to_be_bytes());
+            }
+            Frame::VerifyRep { seq: s, errno, digest } => {
+                seq = *s;
+                p.extend_from_slice(&errno.to_be_bytes());
+                if *errno == 0 {
+                    p.extend_from_slice(digest);
+                } else {
+                    p.extend_from_slice(&[0u8; DIGEST_LEN]);
+                }
+            }
+            Frame::OutOfSync { last, ranges } => {
+                let ranges = &ranges[..ranges.len().min(MAX_OOS_RANGES as usize)];
+                p.extend_from_slice(&(u32::from(*last) * OOS_LAST).to_be_bytes());
+                p.extend_from_slice(&(ranges.len() as u32).to_be_bytes());
+                for (offset, len) in ranges {
+                    p.extend_from_slice(&offset.to_be_bytes());
+                    p.extend_from_slice(&len.to_be_bytes());
+                }
+            }
         }
         let head = Header { kind: self.kind(), len: p.len() as u32, seq };
         let mut out = Vec::with_capacity(HEADER_LEN + p.len());
@@ -506,6 +656,11 @@ mod tests {
             Frame::Pong { token: 77 },
             Frame::Meta(MetaInfo { current: 9, bitmap_uuid: 5, history: [5, 4, 0, 0], disk: 3, role: 2 }),
             Frame::SyncDone { seq: 12 },
+            Frame::VerifyReq { seq: 13, offset: 1 << 20, len: 64 * 1024 },
+            Frame::VerifyRep { seq: 13, errno: 0, digest: [7; DIGEST_LEN] },
+            Frame::VerifyRep { seq: 14, errno: 5, digest: [0; DIGEST_LEN] },
+            Frame::OutOfSync { last: true, ranges: vec![] },
+            Frame::OutOfSync { last: false, ranges: vec![(0, 4096), (1 << 30, 1 << 22)] },
         ]
     }
 
@@ -539,7 +694,7 @@ mod tests {
         let mut h = header(T_FLUSH, 0);
         h[4] = 2;
         assert_eq!(Header::decode(&h).expect_err("version"), FrameError::BadVersion(2));
-        for t in [0, 11, 255] {
+        for t in [0, 14, 255] {
             assert_eq!(Header::decode(&header(t, 0)).expect_err("type"), FrameError::UnknownType(t));
         }
         let mut h = header(T_FLUSH, 0);
@@ -564,6 +719,11 @@ mod tests {
             (T_ACK, 5 + 33),
             (T_META, 51),
             (T_SYNC_DONE, 1),
+            (T_VERIFY_REQ, 15),
+            (T_VERIFY_REP, 35),
+            (T_OUT_OF_SYNC, 7),
+            (T_OUT_OF_SYNC, 8 + 15),
+            (T_OUT_OF_SYNC, 8 + 16 * (MAX_OOS_RANGES + 1)),
         ];
         for (t, len) in bad {
             let e = Header::decode(&header(t, len)).expect_err("bad length");
@@ -684,5 +844,43 @@ mod tests {
             let e = FrameError::BadLength { kind: f.kind_name(), len: 0 };
             assert!(e.to_string().starts_with(e.code()));
         }
+    }
+
+    #[test]
+    fn verify_and_out_of_sync_frames_with_invalid_fields_are_refused() {
+        let req = |offset: u64, len: u64| Frame::VerifyReq { seq: 1, offset, len }.encode();
+        assert_eq!(decode(&req(0, 0)).expect_err("empty").code(), "TDM-MIR-028");
+        assert_eq!(decode(&req(0, MAX_VERIFY + 1)).expect_err("too large"), FrameError::VerifyTooLarge(MAX_VERIFY + 1));
+        assert_eq!(decode(&req(u64::MAX, 1)).expect_err("overflow").code(), "TDM-MIR-026");
+        assert!(decode(&req(0, MAX_VERIFY)).is_ok());
+        assert_eq!(
+            Frame::VerifyReq { seq: 1, offset: 10, len: 5 }.check_range(14).expect_err("past").code(),
+            "TDM-MIR-027"
+        );
+
+        let mut rep = Frame::VerifyRep { seq: 1, errno: 5, digest: [0; DIGEST_LEN] }.encode();
+        rep[HEADER_LEN + 10] = 1;
+        assert_eq!(decode(&rep).expect_err("digest on failure").code(), "TDM-MIR-028");
+
+        let oos = |flags: u32, count: u32, ranges: &[(u64, u64)]| {
+            let mut b = Header { kind: T_OUT_OF_SYNC, len: 8 + 16 * ranges.len() as u32, seq: 0 }.encode().to_vec();
+            b.extend_from_slice(&flags.to_be_bytes());
+            b.extend_from_slice(&count.to_be_bytes());
+            for (o, l) in ranges {
+                b.extend_from_slice(&o.to_be_bytes());
+                b.extend_from_slice(&l.to_be_bytes());
+            }
+            b
+        };
+        assert!(decode(&oos(1, 1, &[(0, 1)])).is_ok());
+        assert_eq!(decode(&oos(2, 1, &[(0, 1)])).expect_err("flags").code(), "TDM-MIR-028");
+        assert_eq!(decode(&oos(1, 2, &[(0, 1)])).expect_err("count").code(), "TDM-MIR-028");
+        assert_eq!(decode(&oos(1, 1, &[(0, 0)])).expect_err("empty range").code(), "TDM-MIR-028");
+        assert_eq!(decode(&oos(1, 1, &[(u64::MAX, 2)])).expect_err("overflow").code(), "TDM-MIR-026");
+        let mut b = oos(1, 0, &[]);
+        b[19] = 1;
+        assert_eq!(decode(&b).expect_err("seq").code(), "TDM-MIR-028");
+        let v = Frame::VerifyReq { seq: 4, offset: 8, len: 2 };
+        assert_eq!((v.data_seq(), v.range()), (Some(4), Some((8, 2))));
     }
 }

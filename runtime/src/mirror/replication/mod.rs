@@ -62,6 +62,18 @@
 //! (bitmap generation = old current), and every degraded operation persists its chunks
 //! ([`Meta::mark_dirty`](crate::mirror::meta::Meta::mark_dirty)) before it is acknowledged.
 
+//!
+//! # Gate generation, online verify, activity log (piece 4)
+//! - The degraded period's new generation is picked *before* the gate, passed to
+//!   [`PeerLossGate::mark_peer_outdated`] (the lease mark names it), reused by every retry, and adopted in the
+//!   metadata after the gate passed: the mark names exactly the generation the degraded writes carry.
+//! - [`ReplicatedStore::verify`] compares the whole device with the peer chunk by chunk ([`verify`]) and marks what
+//!   differs out of sync; the next link resyncs it.
+//! - The [`activity`] log records, before a write touches a 4 MiB extent, that the extent may differ from the peer;
+//!   a node that stopped as primary without [`ReplicatedStore::stop`] has those extents resynced at its next link,
+//!   as source (its own bitmap) or as target (sent to the primary in OUT_OF_SYNC frames after META).
+
+pub mod activity;
 pub mod dirty;
 pub mod frame;
 #[cfg(test)]
@@ -71,6 +83,8 @@ pub mod ranges;
 pub mod resync;
 pub mod secondary;
 mod tls;
+pub mod unflushed;
+pub mod verify;
 
 use std::time::Duration;
 
@@ -82,6 +96,7 @@ pub use primary::{Mode, PeerLossGate, ReplicatedStore, ReplicationConfig, Replic
 pub use resync::{ResyncPhase, ResyncProgress};
 pub use secondary::{SecondaryConfig, Stats, serve_secondary, serve_secondary_meta, serve_secondary_with};
 pub use tls::{accept_tls, connect_tls};
+pub use verify::{VerifyPhase, VerifyProgress, VerifyReport};
 
 use crate::mirror::generations::{Decision, GenState, decide};
 use crate::mirror::meta::{DiskState, MetaError, Role, Superblock};
@@ -123,6 +138,15 @@ pub enum ReplicationError {
     Unrelated { peer: String, local: u64, theirs: u64 },
     #[error("TDM-MIR-052: mirror link with peer {peer} refused: {detail}")]
     WrongDirection { peer: String, detail: String },
+    #[error("TDM-MIR-053: a verify of this mirror is already running; wait for it (`verify_progress`)")]
+    VerifyBusy,
+    #[error("TDM-MIR-054: mirror verify is not possible now: {0}")]
+    VerifyUnavailable(String),
+    #[error(
+        "TDM-MIR-055: mirror verify aborted after {checked} bytes: {reason}; the differing chunks found so far are \
+         marked out of sync"
+    )]
+    VerifyAborted { checked: u64, reason: String },
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]
@@ -148,6 +172,9 @@ impl ReplicationError {
             ReplicationError::SplitBrain { .. } => "TDM-MIR-050",
             ReplicationError::Unrelated { .. } => "TDM-MIR-051",
             ReplicationError::WrongDirection { .. } => "TDM-MIR-052",
+            ReplicationError::VerifyBusy => "TDM-MIR-053",
+            ReplicationError::VerifyUnavailable(_) => "TDM-MIR-054",
+            ReplicationError::VerifyAborted { .. } => "TDM-MIR-055",
             ReplicationError::Meta(e) => e.code(),
             ReplicationError::Frame(e) => e.code(),
             ReplicationError::Store(e) => e.code(),
@@ -196,12 +223,72 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Optio
 /// Our HELLO: node name and store size, plus (with metadata) the generations and [`frame::HELLO_META`]. The
 /// metadata must describe this store (TDM-MIR-047 otherwise).
 pub(crate) fn our_hello(node: &str, size: u64, sb: Option<&Superblock>) -> Result<Hello, ReplicationError> {
-    let mut ours = Hello { node: node.to_string(), size, uuid: 0, generation: 0, flags: 0 };
+    let mut ours = Hello { node: node.to_string(), size, uuid: 0, generation: 0, flags: frame::HELLO_V2 };
     if let Some(sb) = sb {
         check_meta_size(sb.size, size)?;
-        (ours.uuid, ours.generation, ours.flags) = (sb.bitmap_uuid, sb.current, frame::HELLO_META);
+        (ours.uuid, ours.generation) = (sb.bitmap_uuid, sb.current);
+        ours.flags |= frame::HELLO_META;
     }
     Ok(ours)
+}
+
+/// Most out-of-sync ranges a peer may report in one handshake.
+const MAX_OOS_TOTAL: usize = 1 << 20;
+
+/// The secondary's side: send `ranges` as OUT_OF_SYNC frames (at least one, the last flagged).
+pub(crate) async fn send_out_of_sync<S>(io: &mut S, ranges: &[(u64, u64)]) -> Result<(), ReplicationError>
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut parts: Vec<&[(u64, u64)]> = ranges.chunks(frame::MAX_OOS_RANGES as usize).collect();
+    if parts.is_empty() {
+        parts.push(&[]);
+    }
+    let n = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        let f = Frame::OutOfSync { last: i + 1 == n, ranges: part.to_vec() };
+        io.write_all(&f.encode()).await.map_err(ReplicationError::io("sending OUT_OF_SYNC"))?;
+    }
+    io.flush().await.map_err(ReplicationError::io("sending OUT_OF_SYNC"))
+}
+
+/// The primary's side: read the secondary's OUT_OF_SYNC frames up to the last one; every range must lie within
+/// the store.
+pub(crate) async fn read_out_of_sync<S>(
+    io: &mut S,
+    size: u64,
+    timeout: Duration,
+) -> Result<Vec<(u64, u64)>, ReplicationError>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut out = Vec::new();
+    loop {
+        let (last, ranges) = match tokio::time::timeout(timeout, read_frame(io)).await {
+            Err(_) => return Err(ReplicationError::Handshake(format!("no OUT_OF_SYNC within {timeout:?}"))),
+            Ok(Ok(Some(Frame::OutOfSync { last, ranges }))) => (last, ranges),
+            Ok(Ok(Some(other))) => {
+                return Err(ReplicationError::Handshake(format!("expected OUT_OF_SYNC, got {}", other.kind_name())));
+            }
+            Ok(Ok(None)) => {
+                return Err(ReplicationError::Handshake("the peer closed the link before OUT_OF_SYNC".into()));
+            }
+            Ok(Err(e)) => return Err(e),
+        };
+        for (offset, len) in &ranges {
+            if offset.saturating_add(*len) > size {
+                let (offset, len) = (*offset, *len);
+                return Err(FrameError::OutOfRange { kind: "OUT_OF_SYNC", offset, len, size }.into());
+            }
+        }
+        out.extend(ranges);
+        if out.len() > MAX_OOS_TOTAL {
+            return Err(ReplicationError::Handshake(format!("over {MAX_OOS_TOTAL} OUT_OF_SYNC ranges")));
+        }
+        if last {
+            return Ok(out);
+        }
+    }
 }
 
 /// The metadata describes an export of the store's size.

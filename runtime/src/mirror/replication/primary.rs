@@ -12,12 +12,17 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
+use super::activity::{AL_EXTENTS, ActivityLog, AlGuard};
 use super::dirty::DirtyTracker;
-use super::frame::{AckStatus, Frame, Hello, MAX_DATA};
+use super::frame::{AckStatus, DIGEST_LEN, Frame, HELLO_V2, Hello, MAX_DATA};
 use super::ranges::RangeLocks;
 use super::resync::{ResyncPhase, ResyncProgress};
+use super::secondary::sha256;
+use super::unflushed::Unflushed;
+use super::verify::{Tally, VERIFY_WINDOW, VerifyPhase, VerifyProgress, VerifyReport};
 use super::{
     ReplicationError, check_meta_size, decide_link, exchange_hello, exchange_meta, meta_info, our_hello, read_frame,
+    read_out_of_sync,
 };
 use crate::mirror::generations::Decision;
 use crate::mirror::meta::{
@@ -57,6 +62,9 @@ pub struct ReplicationConfig {
     pub gate_retry: Duration,
     /// Most operations sent and not yet acknowledged; beyond that, new ones wait.
     pub max_in_flight: usize,
+    /// Extents (4 MiB) the activity log keeps active at most (with metadata; clamped to 16..=1008). What a crash
+    /// as primary can add to the next resync.
+    pub activity_extents: usize,
 }
 
 impl Default for ReplicationConfig {
@@ -69,16 +77,20 @@ impl Default for ReplicationConfig {
             hello_timeout: Duration::from_secs(10),
             gate_retry: Duration::from_secs(1),
             max_in_flight: 256,
+            activity_extents: AL_EXTENTS,
         }
     }
 }
 
 /// What must be true before the first operation is acknowledged after the peer was lost: the peer is marked
-/// Outdated durably (a later piece writes it to the lease record), so it cannot be promoted with stale data.
+/// Outdated durably (in the lease record: [`LeaseOutdatedGate`](crate::mirror::outdated::LeaseOutdatedGate)), so it
+/// cannot be promoted with stale data.
 #[async_trait]
 pub trait PeerLossGate: Send + Sync {
-    /// Mark the peer outdated. An `Err` holds the writes; the call is retried until it succeeds.
-    async fn mark_peer_outdated(&self) -> Result<(), String>;
+    /// Mark the peer outdated as of `generation`: the new current generation the primary writes in while degraded.
+    /// The primary picks it once, before the first attempt, passes the same value to every retry, and adopts exactly
+    /// it in its metadata after the gate succeeded. An `Err` holds the writes; the call is retried until it succeeds.
+    async fn mark_peer_outdated(&self, generation: u64) -> Result<(), String>;
 }
 
 /// The replication state of a [`ReplicatedStore`].
@@ -134,6 +146,12 @@ struct Pending {
     bytes: u64,
     since: Instant,
     done: oneshot::Sender<bool>,
+    /// A non-FUA data operation: once acknowledged, its range is on the peer but maybe not durable there.
+    unflushed: Option<(u64, u64)>,
+    /// A FLUSH or SYNC_DONE: once acknowledged, everything before it is durable on the peer.
+    barrier: bool,
+    /// A VERIFY_REQ: answered by VERIFY_REP (the peer's digest, or its read errno), never by ACK.
+    verify: Option<oneshot::Sender<Result<[u8; DIGEST_LEN], u32>>>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -142,6 +160,8 @@ struct Conn {
     next_seq: u64,
     next_token: u64,
     pending: HashMap<u64, Pending>,
+    /// Acknowledged by the peer since its last acknowledged FLUSH (may be lost there).
+    unflushed: Unflushed,
     last_rx: Instant,
     tasks: Vec<AbortHandle>,
 }
@@ -149,6 +169,14 @@ struct Conn {
 enum Link {
     Connected(Conn),
     Degraded { since: SystemTime, code: &'static str, reason: String },
+}
+
+/// The peer-loss gate's progress: the degraded period's generation (picked once, before the first attempt) and
+/// whether the gate passed.
+#[derive(Default)]
+struct GateState {
+    generation: Option<u64>,
+    passed: bool,
 }
 
 struct Shared {
@@ -160,14 +188,22 @@ struct Shared {
     dirty: Arc<DirtyTracker>,
     link: Mutex<Link>,
     slots: Arc<Semaphore>,
-    gate_passed: tokio::sync::Mutex<bool>,
+    gate_passed: tokio::sync::Mutex<GateState>,
     degraded: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     bytes_behind: AtomicU64,
+    /// The peer's unflushed ranges when the link was lost: persisted in the bitmap before the first degraded
+    /// acknowledgement.
+    lost_unflushed: Mutex<Vec<(u64, u64)>>,
     meta: Option<SharedMeta>,
     /// Whether the new generation of the degraded period was started; held while a resync completes.
     bumped: tokio::sync::Mutex<bool>,
     resync: watch::Sender<ResyncProgress>,
+    /// With metadata: the activity log (extents with writes the peer may not have).
+    activity: Option<Arc<ActivityLog>>,
+    /// Held while a verify runs (one at a time).
+    verifying: tokio::sync::Mutex<()>,
+    verify: watch::Sender<VerifyProgress>,
 }
 
 /// A [`BlockStore`] replicated to a peer. Reads are local. Dropping it (or [`ReplicatedStore::shutdown`]) closes
@@ -235,13 +271,32 @@ impl ReplicatedStore {
         if let (Some(meta), Some(sb), Some(theirs)) = (&meta, &sb, &theirs) {
             let decision = decide_link(sb, Role::Primary, &peer.node, theirs)?;
             let size = local.size();
+            // The secondary's own out-of-sync ranges (e.g. its activity log after it crashed as primary).
+            let oos = if peer.flags & HELLO_V2 != 0 {
+                read_out_of_sync(&mut stream, size, cfg.hello_timeout).await?
+            } else {
+                Vec::new()
+            };
+            if !oos.is_empty() {
+                let bytes: u64 = oos.iter().map(|r| r.1).sum();
+                tracing::warn!(
+                    ranges = oos.len(),
+                    bytes,
+                    "mirror primary: the peer reports out-of-sync ranges; resyncing them"
+                );
+            }
             // A source is UpToDate by the rules (a fresh primary's first full sync makes its data the reference);
             // in sync with an UpToDate peer means the same data, so UpToDate too. Otherwise the state is kept.
             let up_to_date = decision.is_source()
                 || (decision == Decision::InSync && DiskState::from_byte(theirs.disk) == Some(DiskState::UpToDate));
             meta.with(move |m| {
+                // This node stopped as primary without a clean stop: its activity log joins the resync.
+                m.recover_activity()?;
                 if decision == Decision::SourceFull {
                     m.mark_dirty(0, size)?;
+                }
+                for (offset, len) in oos {
+                    m.mark_dirty(offset, len)?;
                 }
                 m.update(|sb| {
                     sb.role = Role::Primary;
@@ -262,6 +317,7 @@ impl ReplicatedStore {
             next_seq: 1,
             next_token: 0,
             pending: HashMap::new(),
+            unflushed: Unflushed::default(),
             last_rx: Instant::now(),
             tasks: Vec::new(),
         };
@@ -323,6 +379,74 @@ impl ReplicatedStore {
         r.unwrap_or_else(|_| self.resync_progress())
     }
 
+    /// Compare the whole device with the peer's copy, chunk by chunk (the bitmap granularity; 64 KiB without
+    /// metadata), and mark every differing chunk out of sync — in the dirty set and, with metadata, durably in the
+    /// bitmap — so that the next resync (the next link) repairs it. Needs a connected peer that understands verify
+    /// and no resync running (`TDM-MIR-054`); one verify at a time (`TDM-MIR-053`). Writes keep flowing: each chunk
+    /// holds the range table only while it is read locally and its request is queued. The link lost midway:
+    /// `TDM-MIR-055` (what was found so far stays marked). Progress: [`Self::verify_progress`].
+    pub async fn verify(&self) -> Result<VerifyReport, ReplicationError> {
+        let s = &self.shared;
+        let _one = s.verifying.try_lock().map_err(|_| ReplicationError::VerifyBusy)?;
+        let unavailable = |why: &str| Err(ReplicationError::VerifyUnavailable(why.into()));
+        match &s.peer {
+            None => return unavailable("the store runs without a peer"),
+            Some(h) if h.flags & HELLO_V2 == 0 => {
+                return unavailable("the peer runs an older tandem without verify; upgrade it");
+            }
+            Some(_) => {}
+        }
+        if s.is_degraded() {
+            return unavailable("the peer is not connected (degraded)");
+        }
+        if self.resync_progress().phase == ResyncPhase::Running {
+            return unavailable("a resync is running; verify after it completed");
+        }
+        let chunk = s.meta.as_ref().map_or(DirtyTracker::CHUNK, |m| u64::from(m.superblock().granularity));
+        let size = s.local.size();
+        let started = Instant::now();
+        s.verify.send_replace(VerifyProgress {
+            phase: VerifyPhase::Running,
+            chunk_bytes: chunk,
+            total_bytes: size,
+            ..VerifyProgress::default()
+        });
+        tracing::info!(size, chunk, "mirror primary: verify started");
+        let mut tally = Tally::default();
+        tally.report.chunk_bytes = chunk;
+        let outcome = verify_chunks(s, chunk, &mut tally, started).await;
+        let checked = tally.report.bytes_checked;
+        let report = tally.finish(started);
+        s.verify.send_modify(|p| {
+            p.elapsed = started.elapsed();
+            p.phase = match &outcome {
+                Ok(()) => VerifyPhase::Done,
+                Err(reason) => VerifyPhase::Aborted(reason.clone()),
+            };
+        });
+        match outcome {
+            Ok(()) => {
+                tracing::info!(
+                    differing = report.differing_chunks,
+                    first = ?report.first_differing,
+                    elapsed = ?report.duration,
+                    "mirror primary: verify done"
+                );
+                Ok(report)
+            }
+            Err(reason) => {
+                let e = ReplicationError::VerifyAborted { checked, reason };
+                tracing::warn!(code = e.code(), "{e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// The running (or last) verify: phase, bytes checked of total, differing chunks so far.
+    pub fn verify_progress(&self) -> VerifyProgress {
+        self.shared.verify.borrow().clone()
+    }
+
     /// Connected or degraded (since when, why, how many bytes are dirty).
     pub fn state(&self) -> ReplicationState {
         match &*self.shared.lock_link() {
@@ -358,8 +482,46 @@ impl ReplicatedStore {
     }
 
     /// Close the link (the store turns degraded) and fail every operation held by the gate (`TDM-MIR-037`).
+    /// Leaves the activity log as it is (like a crash): use [`Self::stop`] for a clean stop or demotion.
     pub fn shutdown(&self) {
         self.shared.close();
+    }
+
+    /// A clean stop (demotion): [`Self::shutdown`], wait for the operations in flight to end, persist the
+    /// in-memory dirty set in the bitmap and empty the activity log, so that the next start does not resync the
+    /// log's extents. Without metadata it is [`Self::shutdown`].
+    pub async fn stop(&self) -> Result<(), ReplicationError> {
+        let s = &self.shared;
+        // A last FLUSH to a connected peer, so the writes it acknowledged are durable there and need no resync.
+        if let Ok(Some(rx)) = s.send("flush", None, |seq| Out::Frame(Frame::Flush { seq })).await {
+            let _ = tokio::time::timeout(STOP_WAIT, rx).await;
+        }
+        s.close();
+        let (Some(al), Some(meta)) = (&s.activity, &s.meta) else { return Ok(()) };
+        // Operations still holding extents keep them in the log (the clear retains them); this only lets the
+        // operations failed by the shutdown finish first.
+        let _ = tokio::time::timeout(STOP_WAIT, al.wait_idle()).await;
+        let ranges = s.dirty.ranges();
+        meta.with(move |m| {
+            for (offset, len) in ranges {
+                m.mark_dirty(offset, len)?;
+            }
+            Ok(())
+        })
+        .await?;
+        al.clear().await?;
+        tracing::info!("mirror primary: stopped cleanly; the activity log is empty");
+        Ok(())
+    }
+
+    /// The active extents of the activity log (4 MiB each; empty without metadata).
+    pub fn activity(&self) -> Vec<u32> {
+        self.shared.activity.as_ref().map(|a| a.active()).unwrap_or_default()
+    }
+
+    /// Activity log writes of this store so far (its metadata cost per write pattern).
+    pub fn activity_writes(&self) -> u64 {
+        self.shared.activity.as_ref().map_or(0, |a| a.metadata_writes())
     }
 }
 
@@ -376,10 +538,15 @@ impl Shared {
         for (offset, len) in meta.as_ref().map(SharedMeta::dirty_ranges).unwrap_or_default() {
             dirty.mark(offset, len);
         }
+        // One log per opened metadata: a reconnection's new store shares the running one's.
+        let activity = meta.as_ref().map(|m| m.activity_log(local.size(), cfg.activity_extents));
         Shared {
+            activity,
             meta,
             bumped: tokio::sync::Mutex::new(false),
             resync: watch::Sender::new(ResyncProgress::default()),
+            verifying: tokio::sync::Mutex::new(()),
+            verify: watch::Sender::new(VerifyProgress::default()),
             dirty,
             slots: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
             local,
@@ -388,10 +555,11 @@ impl Shared {
             peer,
             locks: RangeLocks::new(),
             link: Mutex::new(link),
-            gate_passed: tokio::sync::Mutex::new(false),
+            gate_passed: tokio::sync::Mutex::new(GateState::default()),
             degraded: watch::Sender::new(false),
             shutdown: watch::Sender::new(false),
             bytes_behind: AtomicU64::new(0),
+            lost_unflushed: Mutex::new(Vec::new()),
         }
     }
 
@@ -428,6 +596,15 @@ impl Shared {
             tracing::warn!(code = err.code(), "mirror primary: peer lost, continuing degraded: {err}");
         }
         conn.tasks.iter().for_each(AbortHandle::abort);
+        // Acknowledged but not flushed by the peer: maybe lost there (its fdatasync failed, or it lost power).
+        let unflushed = conn.unflushed.ranges();
+        for (offset, len) in &unflushed {
+            self.dirty.mark(*offset, *len);
+        }
+        if !unflushed.is_empty() {
+            tracing::warn!(ranges = unflushed.len(), "mirror primary: writes the peer had not flushed are marked dirty");
+            self.lost_unflushed.lock().unwrap_or_else(PoisonError::into_inner).extend(unflushed);
+        }
         for p in conn.pending.into_values() {
             if let Some((offset, len)) = p.range {
                 self.dirty.mark(offset, len);
@@ -454,15 +631,67 @@ impl Shared {
         let mut link = self.lock_link();
         let Link::Connected(c) = &mut *link else { return Ok(None) };
         let seq = c.next_seq;
-        if c.tx.send(make(seq)).is_err() {
+        let out = make(seq);
+        let (durable, barrier) = match &out {
+            Out::Write { fua, .. } | Out::Frame(Frame::WriteZeroes { fua, .. }) => (*fua, false),
+            Out::Frame(Frame::Flush { .. } | Frame::SyncDone { .. }) => (false, true),
+            Out::Frame(_) => (false, false),
+        };
+        if c.tx.send(out).is_err() {
             return Ok(None);
         }
         c.next_seq += 1;
         let bytes = range.map_or(0, |r| r.1);
         let (done, rx) = oneshot::channel();
-        c.pending.insert(seq, Pending { range, bytes, since: Instant::now(), done, _slot: slot });
+        let unflushed = if durable { None } else { range };
+        let since = Instant::now();
+        let p = Pending { range, bytes, since, done, unflushed, barrier, verify: None, _slot: slot };
+        c.pending.insert(seq, p);
         self.bytes_behind.fetch_add(bytes, Ordering::SeqCst);
         Ok(Some(rx))
+    }
+
+    /// Queue a VERIFY_REQ for `offset..offset+len`; `None` when degraded. The receiver gets the peer's answer, or
+    /// is dropped when the link is lost.
+    async fn send_verify(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<oneshot::Receiver<Result<[u8; DIGEST_LEN], u32>>>, StoreError> {
+        if self.is_degraded() {
+            return Ok(None);
+        }
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Task { op: "verify", reason: e.to_string() })?;
+        let mut link = self.lock_link();
+        let Link::Connected(c) = &mut *link else { return Ok(None) };
+        let seq = c.next_seq;
+        if c.tx.send(Out::Frame(Frame::VerifyReq { seq, offset, len })).is_err() {
+            return Ok(None);
+        }
+        c.next_seq += 1;
+        let (done, _) = oneshot::channel();
+        let (verify, rx) = oneshot::channel();
+        let since = Instant::now();
+        let verify = Some(verify);
+        let p = Pending { range: None, bytes: 0, since, done, unflushed: None, barrier: false, verify, _slot: slot };
+        c.pending.insert(seq, p);
+        Ok(Some(rx))
+    }
+
+    fn on_verify_rep(&self, seq: u64, errno: u32, digest: [u8; DIGEST_LEN]) -> Result<(), ReplicationError> {
+        let mut link = self.lock_link();
+        let Link::Connected(c) = &mut *link else { return Ok(()) };
+        c.last_rx = Instant::now();
+        let unexpected = |detail: &str| ReplicationError::Unexpected { kind: "VERIFY_REP", seq, detail: detail.into() };
+        let Some(p) = c.pending.remove(&seq) else { return Err(unexpected("no verify with this seq is waiting")) };
+        let Some(verify) = p.verify else { return Err(unexpected("this seq is not a VERIFY_REQ")) };
+        drop(link);
+        let _ = verify.send(if errno == 0 { Ok(digest) } else { Err(errno) });
+        let _ = p.done.send(true);
+        Ok(())
     }
 
     fn on_ack(&self, seq: u64, status: AckStatus) -> Result<(), ReplicationError> {
@@ -477,7 +706,16 @@ impl Shared {
             let detail = "no operation with this seq is waiting".to_string();
             return Err(ReplicationError::Unexpected { kind: "ACK", seq, detail });
         };
+        if p.verify.is_some() {
+            let detail = "a VERIFY_REQ is answered by VERIFY_REP".to_string();
+            return Err(ReplicationError::Unexpected { kind: "ACK", seq, detail });
+        }
         let _ = self.bytes_behind.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| Some(b.saturating_sub(p.bytes)));
+        if p.barrier {
+            c.unflushed.flushed(seq);
+        } else if let Some((offset, len)) = p.unflushed {
+            c.unflushed.acked(seq, offset, len);
+        }
         drop(link);
         let _ = p.done.send(true);
         Ok(())
@@ -508,26 +746,40 @@ impl Shared {
         Ok(())
     }
 
-    /// Before acknowledging anything after the peer was lost: pass the gate once, retrying while it fails.
-    async fn pass_gate(&self, op: &'static str) -> Result<(), StoreError> {
+    /// Before acknowledging anything after the peer was lost: pick the degraded period's new generation (once),
+    /// pass the gate with it (once, retrying while it fails) and return that generation.
+    async fn pass_gate(&self, op: &'static str) -> Result<u64, StoreError> {
         let shut = || StoreError::Task { op, reason: ReplicationError::ShutDown.to_string() };
-        let mut passed = self.gate_passed.lock().await;
+        let mut gate = self.gate_passed.lock().await;
         let mut shutdown = self.shutdown.subscribe();
         loop {
-            if *passed {
-                return Ok(());
+            if let (true, Some(g)) = (gate.passed, gate.generation) {
+                return Ok(g);
             }
             if *shutdown.borrow() {
                 return Err(shut());
             }
+            let generation = match gate.generation {
+                Some(g) => g,
+                None => match random_generation() {
+                    Ok(g) => *gate.generation.insert(g),
+                    Err(e) => {
+                        tracing::error!(code = e.code(), "mirror primary: picking the degraded generation: {e}");
+                        return Err(StoreError::Task { op, reason: e.to_string() });
+                    }
+                },
+            };
             let outcome = tokio::select! {
-                r = self.gate.mark_peer_outdated() => r,
+                r = self.gate.mark_peer_outdated(generation) => r,
                 _ = shutdown.wait_for(|s| *s) => return Err(shut()),
             };
             match outcome {
                 Ok(()) => {
-                    *passed = true;
-                    tracing::warn!("mirror primary: the peer is marked outdated; writes continue on this node only");
+                    gate.passed = true;
+                    tracing::warn!(
+                        generation = format_args!("{generation:#018x}"),
+                        "mirror primary: the peer is marked outdated; writes continue on this node only"
+                    );
                 }
                 Err(reason) => {
                     let e = ReplicationError::GateFailed(reason);
@@ -541,10 +793,10 @@ impl Shared {
         }
     }
 
-    /// Before acknowledging an operation that did not reach the peer: pass the gate; with metadata, start the
-    /// degraded period's new generation (once) and persist the operation's chunks.
+    /// Before acknowledging an operation that did not reach the peer: pass the gate; with metadata, adopt the
+    /// generation the gate named as the new current one (once) and persist the operation's chunks.
     async fn degraded_ack(&self, op: &'static str, range: Option<(u64, u64)>) -> Result<(), StoreError> {
-        self.pass_gate(op).await?;
+        let g = self.pass_gate(op).await?;
         let Some(meta) = &self.meta else { return Ok(()) };
         let fail = |e: MetaError| {
             tracing::error!(code = e.code(), "mirror primary: persisting the degraded state failed: {e}");
@@ -552,15 +804,30 @@ impl Shared {
         };
         {
             let mut bumped = self.bumped.lock().await;
-            if !*bumped {
-                let g = random_generation().map_err(fail)?;
-                meta.update(move |sb| {
-                    if sb.bitmap_uuid == 0 {
-                        sb.bitmap_uuid = sb.current;
+            // The peer's unflushed writes when it was lost: in the bitmap before anything is acknowledged degraded.
+            let lost = self.lost_unflushed.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            if !lost.is_empty() {
+                let n = lost.len();
+                meta.with(move |m| {
+                    for (offset, len) in lost {
+                        m.mark_dirty(offset, len)?;
                     }
-                    sb.history.rotate_right(1);
-                    sb.history[0] = sb.current;
-                    sb.current = g;
+                    Ok(())
+                })
+                .await
+                .map_err(fail)?;
+                self.lost_unflushed.lock().unwrap_or_else(PoisonError::into_inner).drain(..n);
+            }
+            if !*bumped {
+                meta.update(move |sb| {
+                    if sb.current != g {
+                        if sb.bitmap_uuid == 0 {
+                            sb.bitmap_uuid = sb.current;
+                        }
+                        sb.history.rotate_right(1);
+                        sb.history[0] = sb.current;
+                        sb.current = g;
+                    }
                     sb.role = Role::Primary;
                     sb.flags |= FLAG_PEER_OUTDATED;
                 })
@@ -599,6 +866,14 @@ impl Shared {
             let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "a replicated write is at most 32 MiB");
             return Err(StoreError::Io { op: name, offset, source });
         }
+        // The extent is durably in the activity log before the local store is touched.
+        let mut al = match &self.activity {
+            Some(a) => a.acquire(offset, len).await.map_err(|e| {
+                tracing::error!(code = e.code(), "mirror primary: recording the activity log failed: {e}");
+                StoreError::Task { op: name, reason: e.to_string() }
+            })?,
+            None => None,
+        };
         let _guard = self.locks.acquire(offset, len).await;
         let ack = self.send(name, Some((offset, len)), |seq| op.to_out(seq)).await?;
         if ack.is_none() {
@@ -608,25 +883,137 @@ impl Shared {
             Mode::Sync => tokio::join!(self.apply_local(op), acked(ack)),
             Mode::Async => {
                 let local = self.apply_local(op).await;
+                // The extent stays active until the peer acknowledged (or the range is in the bitmap).
+                if let (Some(rx), Some(g)) = (ack, al.take()) {
+                    tokio::spawn(settle_when_acked(self.meta.clone(), rx, g, offset, len));
+                }
                 (local, !self.is_degraded())
             }
         };
         if let Err(e) = local {
             // The peer may have the new bytes and this node not: the range differs.
             self.dirty.mark(offset, len);
-            if let Some(meta) = &self.meta
-                && let Err(me) = meta.mark_dirty(offset, len).await
-            {
-                tracing::error!(code = me.code(), "mirror primary: persisting a failed range as dirty: {me}");
+            if let Some(meta) = &self.meta {
+                match meta.mark_dirty(offset, len).await {
+                    Ok(_) => settle(al),
+                    Err(me) => {
+                        tracing::error!(code = me.code(), "mirror primary: persisting a failed range as dirty: {me}")
+                    }
+                }
             }
             return Err(e);
         }
         if !confirmed {
             self.dirty.mark(offset, len);
-            self.degraded_ack(name, Some((offset, len))).await?;
+            if let Err(e) = self.degraded_ack(name, Some((offset, len))).await {
+                // Not acknowledged (shut down, or the metadata failed): still record the range as dirty, so the
+                // extent can leave the activity log.
+                if let Some(meta) = &self.meta
+                    && meta.mark_dirty(offset, len).await.is_ok()
+                {
+                    settle(al);
+                }
+                return Err(e);
+            }
         }
+        settle(al);
         Ok(())
     }
+}
+
+fn settle(al: Option<AlGuard>) {
+    if let Some(g) = al {
+        g.settle();
+    }
+}
+
+/// Asynchronous mode: keep the extent active until the peer acknowledged the operation; if the link was lost
+/// first, persist the range in the bitmap, then let the extent go.
+async fn settle_when_acked(meta: Option<SharedMeta>, ack: oneshot::Receiver<bool>, al: AlGuard, offset: u64, len: u64) {
+    if ack.await.unwrap_or(false) {
+        al.settle();
+        return;
+    }
+    if let Some(meta) = meta {
+        match meta.mark_dirty(offset, len).await {
+            Ok(_) => al.settle(),
+            Err(e) => tracing::error!(code = e.code(), "mirror primary: persisting an unacknowledged range: {e}"),
+        }
+    }
+}
+
+type Answer = (u64, u64, [u8; DIGEST_LEN], Result<Result<[u8; DIGEST_LEN], u32>, oneshot::error::RecvError>);
+
+/// The verify loop: read each chunk under the range table, queue its VERIFY_REQ, hash it locally; compare the
+/// answers as they come (at most [`VERIFY_WINDOW`] outstanding) and mark what differs.
+async fn verify_chunks(shared: &Arc<Shared>, chunk: u64, tally: &mut Tally, started: Instant) -> Result<(), String> {
+    let size = shared.local.size();
+    let mut answers: JoinSet<Answer> = JoinSet::new();
+    let mut offset = 0;
+    while offset < size {
+        let n = chunk.min(size - offset);
+        while answers.len() >= VERIFY_WINDOW {
+            settle_answer(shared, &mut answers, tally, started).await?;
+        }
+        let rx = {
+            let _guard = shared.locks.acquire(offset, n).await;
+            let data = shared.local.read_at(offset, n as u32).await.map_err(|e| e.to_string())?;
+            let rx = shared.send_verify(offset, n).await.map_err(|e| e.to_string())?;
+            rx.map(|rx| (rx, data))
+        };
+        let Some((rx, data)) = rx else { return Err(LINK_LOST.into()) };
+        answers.spawn(async move {
+            let mine = if data.len() <= 1 << 20 {
+                sha256(&data)
+            } else {
+                tokio::task::spawn_blocking(move || sha256(&data)).await.unwrap_or([0; DIGEST_LEN])
+            };
+            (offset, n, mine, rx.await)
+        });
+        offset += n;
+    }
+    while !answers.is_empty() {
+        settle_answer(shared, &mut answers, tally, started).await?;
+    }
+    Ok(())
+}
+
+async fn settle_answer(
+    shared: &Arc<Shared>,
+    answers: &mut JoinSet<Answer>,
+    tally: &mut Tally,
+    started: Instant,
+) -> Result<(), String> {
+    let (offset, n, mine, theirs) = match answers.join_next().await {
+        None => return Ok(()),
+        Some(Ok(a)) => a,
+        Some(Err(e)) => return Err(format!("a verify task failed: {e}")),
+    };
+    let peer_error = match theirs {
+        Err(_) => return Err(LINK_LOST.into()),
+        Ok(Ok(digest)) if digest == mine => None,
+        Ok(Ok(_)) => Some(false),
+        Ok(Err(errno)) => {
+            tracing::warn!(offset, errno, "mirror primary: the peer could not read a chunk to verify");
+            Some(true)
+        }
+    };
+    tally.checked(n);
+    if let Some(peer_error) = peer_error {
+        tally.differs(offset, peer_error);
+        tracing::warn!(offset, len = n, "mirror primary: verify found a differing chunk; marked out of sync");
+        shared.dirty.mark(offset, n);
+        if let Some(meta) = &shared.meta {
+            meta.mark_dirty(offset, n).await.map_err(|e| e.to_string())?;
+        }
+    }
+    let differing = tally.report.differing_chunks;
+    shared.verify.send_modify(|p| {
+        p.checked_bytes += n;
+        p.differing_chunks = differing;
+        p.elapsed = started.elapsed();
+    });
+    Ok(())
 }
 
 /// Stream every dirty chunk to the peer (the SyncSource side), then SYNC_DONE; on its ACK clear the bitmap.
@@ -652,6 +1039,9 @@ async fn resync_loop(shared: Arc<Shared>) {
 
 async fn resync_pieces(shared: &Arc<Shared>, started: Instant) -> Result<(), String> {
     let mut pieces: JoinSet<bool> = JoinSet::new();
+    // Pieces this node could not read: skipped (they stay dirty); the first error names the cause.
+    let mut failed = 0u64;
+    let mut first_error = None;
     for (start, len) in shared.dirty.ranges() {
         let mut offset = start;
         while offset < start + len {
@@ -662,7 +1052,18 @@ async fn resync_pieces(shared: &Arc<Shared>, started: Instant) -> Result<(), Str
             // Read and send under the range table; the guard is held until the peer acknowledged the piece, so an
             // application write to the same range goes strictly before or after it, on both nodes.
             let guard = shared.locks.acquire(offset, n).await;
-            let data = shared.local.read_at(offset, n as u32).await.map_err(|e| e.to_string())?;
+            let data = match shared.local.read_at(offset, n as u32).await {
+                Ok(data) => data,
+                Err(e) => {
+                    tracing::warn!(offset, len = n, code = e.code(), "mirror primary: resync piece unreadable, skipped: {e}");
+                    failed += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                    shared.resync.send_modify(|p| p.failed_pieces = failed);
+                    drop(guard);
+                    offset += n;
+                    continue;
+                }
+            };
             let data: WriteBuf = Arc::new(data);
             let sent = shared.send("resync", Some((offset, n)), |seq| Out::Write { seq, offset, data, fua: false });
             let Some(ack) = sent.await.map_err(|e| e.to_string())? else { return Err(LINK_LOST.into()) };
@@ -680,6 +1081,13 @@ async fn resync_pieces(shared: &Arc<Shared>, started: Instant) -> Result<(), Str
     }
     while !pieces.is_empty() {
         join_piece(&mut pieces).await?;
+    }
+    if let Some(first) = first_error {
+        // No SYNC_DONE: the target stays Inconsistent (or behind); the bitmap keeps every chunk for the next link.
+        return Err(format!(
+            "{failed} resync piece(s) could not be read on this node and were skipped (first: {first}); the rest was \
+             sent, the peer is not complete"
+        ));
     }
     let done = shared.send("resync", None, |seq| Out::Frame(Frame::SyncDone { seq })).await;
     let ack = done.map_err(|e| e.to_string())?;
@@ -735,6 +1143,9 @@ async fn acked(ack: Option<oneshot::Receiver<bool>>) -> bool {
     }
 }
 
+/// Longest wait of a clean stop for the operations in flight.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// Longest wait for the link's orderly close (TLS close_notify, TCP FIN) once the store is degraded or shut down.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -780,10 +1191,15 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd: R) {
                     break e;
                 }
             }
+            Ok(Some(Frame::VerifyRep { seq, errno, digest })) => {
+                if let Err(e) = shared.on_verify_rep(seq, errno, digest) {
+                    break e;
+                }
+            }
             Ok(Some(Frame::Pong { .. })) => shared.on_frame(None),
             Ok(Some(Frame::Ping { token })) => shared.on_frame(Some(token)),
             Ok(Some(other)) => {
-                let detail = "the secondary sends only ACK, PING and PONG".to_string();
+                let detail = "the secondary sends only ACK, VERIFY_REP, PING and PONG".to_string();
                 break ReplicationError::Unexpected {
                     kind: other.kind_name(),
                     seq: other.data_seq().unwrap_or(0),
@@ -873,11 +1289,13 @@ mod tests {
     struct Gate {
         calls: AtomicUsize,
         fail_first: usize,
+        generations: Mutex<Vec<u64>>,
     }
 
     #[async_trait]
     impl PeerLossGate for Gate {
-        async fn mark_peer_outdated(&self) -> Result<(), String> {
+        async fn mark_peer_outdated(&self, generation: u64) -> Result<(), String> {
+            self.generations.lock().expect("lock").push(generation);
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n < self.fail_first { Err(format!("lease store unreachable ({n})")) } else { Ok(()) }
         }
@@ -986,6 +1404,8 @@ mod tests {
         assert_eq!(p.gate.calls.load(Ordering::SeqCst), 4, "three failures, then one success");
         p.primary.write_at(1, buf(1, 1), false).await.expect("no more gate");
         assert_eq!(p.gate.calls.load(Ordering::SeqCst), 4);
+        let gens = p.gate.generations.lock().expect("lock").clone();
+        assert!(gens[0] != 0 && gens.iter().all(|g| *g == gens[0]), "one generation for every attempt: {gens:?}");
     }
 
     #[tokio::test]
@@ -1073,6 +1493,52 @@ mod tests {
         s.write_zeroes(0, 10, true).await.expect("zeroes");
         assert_eq!((gate.calls.load(Ordering::SeqCst), s.dirty().dirty_chunks()), (1, 1));
         assert_eq!(s.read_at(0, 2).await.expect("read"), vec![0, 0]);
+    }
+
+    #[tokio::test]
+    async fn verify_reports_and_marks_exactly_the_chunks_that_differ_while_writes_continue() {
+        const SIZE: usize = 40 * 64 * 1024 + 1000;
+        let p = pair(MemStore::new(SIZE), ReplicationConfig::default(), Gate::default()).await;
+        p.primary.write_at(5000, buf(3, 200_000), false).await.expect("write");
+        let clean = p.primary.verify().await.expect("verify");
+        assert_eq!((clean.bytes_checked, clean.differing_chunks), (SIZE as u64, 0));
+        assert_eq!(p.primary.verify_progress().phase, VerifyPhase::Done);
+        let k = DirtyTracker::CHUNK as usize;
+        {
+            let mut remote = p.remote.data.lock().expect("lock");
+            remote[3 * k + 17] ^= 1;
+            remote[39 * k] ^= 1;
+            remote[SIZE - 1] ^= 1;
+        }
+        let s = Arc::clone(&p.primary);
+        let writer = tokio::spawn(async move {
+            for i in 0..50u64 {
+                s.write_at(10 * DirtyTracker::CHUNK + i * 100, buf(9, 100), false).await.expect("write during verify");
+            }
+        });
+        let r = p.primary.verify().await.expect("verify");
+        writer.await.expect("join");
+        assert_eq!(r.differing_chunks, 3, "{r:?}");
+        assert_eq!(r.first_differing, vec![3 * k as u64, 39 * k as u64, 40 * k as u64]);
+        assert_eq!(r.chunk_bytes, DirtyTracker::CHUNK);
+        assert_eq!(p.primary.dirty().ranges(), vec![(3 * k as u64, k as u64), (39 * k as u64, (k + 1000) as u64)]);
+        let progress = p.primary.verify_progress();
+        assert_eq!((progress.checked_bytes, progress.differing_chunks, progress.percent()), (SIZE as u64, 3, 100));
+        assert_eq!(p.primary.state(), ReplicationState::Connected);
+    }
+
+    #[tokio::test]
+    async fn verify_needs_a_connected_peer_and_runs_once_at_a_time() {
+        let p = pair(MemStore::new(1 << 20), ReplicationConfig::default(), Gate::default()).await;
+        // The first holds the verify from its first poll to its end; the second is polled meanwhile.
+        let (first, second) = tokio::join!(p.primary.verify(), p.primary.verify());
+        assert_eq!(first.expect("first verify").bytes_checked, 1 << 20);
+        assert_eq!(second.expect_err("second verify").code(), "TDM-MIR-053");
+        p.served.abort();
+        p.primary.wait_degraded().await;
+        assert_eq!(p.primary.verify().await.expect_err("degraded").code(), "TDM-MIR-054");
+        let alone = ReplicatedStore::standalone(Arc::new(MemStore::new(4096)), ReplicationConfig::default(), p.gate);
+        assert_eq!(alone.verify().await.expect_err("no peer").code(), "TDM-MIR-054");
     }
 
     // ---- metadata and resync ----
@@ -1204,6 +1670,7 @@ mod tests {
         assert_ne!(sb.current, g0);
         assert_eq!(m.dirty_ranges(), vec![(65536, 65536), (196_608, 65536)]);
         assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(*gate.generations.lock().expect("lock"), vec![sb.current], "the gate named the adopted generation");
         let big = Meta::create_on(Box::new(MemDevice::default()), 4096 * 3, "x", 4096).expect("meta");
         let e = ReplicatedStore::standalone_with_meta(
             Arc::new(MemStore::new(4096)),
@@ -1232,5 +1699,116 @@ mod tests {
         assert!(e.to_string().contains("this node has mirror metadata"), "{e}");
         assert_eq!(served.await.expect("join").expect_err("refused").code(), "TDM-MIR-032");
         assert_eq!(ma.superblock().disk, DiskState::Inconsistent, "nothing saved");
+    }
+
+    // ---- activity log ----
+
+    /// Both nodes UpToDate at the same generation with identical (zero) stores: the next link is InSync.
+    async fn in_sync_metas(size: u64) -> ((MemDevice, SharedMeta), (MemDevice, SharedMeta)) {
+        let (a, b) = (mem_meta(size, "a"), mem_meta(size, "b"));
+        let g = a.1.superblock().current;
+        for m in [&a.1, &b.1] {
+            m.update(move |sb| {
+                sb.disk = DiskState::UpToDate;
+                sb.current = g;
+                sb.history = [0x77, 0, 0, 0];
+            })
+            .await
+            .expect("in sync");
+        }
+        (a, b)
+    }
+
+    fn reopen(dev: &MemDevice) -> SharedMeta {
+        SharedMeta::new(Meta::open_on(Box::new(dev.clone())).expect("open"))
+    }
+
+    /// The primary writes at `at`; its local store completes, the peer never applies it; then the primary dies
+    /// (the write's task and the store are dropped: no degraded acknowledgement persists anything).
+    async fn crash_with_a_write_the_peer_never_got(size: usize, at: u64) -> (Arc<MemStore>, MemDevice, MemDevice) {
+        let ((da, ma), (db, mb)) = in_sync_metas(size as u64).await;
+        let local = Arc::new(MemStore::new(size));
+        let hold = Arc::new(Semaphore::new(0));
+        let remote = Arc::new(MemStore { hold: Some(hold), ..MemStore::new(size) });
+        let (p, served) = meta_pair(Arc::clone(&local), remote, ma, mb).await;
+        assert_eq!(p.resync_progress().decision, Some(Decision::InSync));
+        let p = Arc::new(p);
+        let s = Arc::clone(&p);
+        let write = tokio::spawn(async move { s.write_at(at, buf(0xc3, 4096), false).await });
+        while local.bytes()[at as usize] != 0xc3 {
+            tokio::task::yield_now().await;
+        }
+        write.abort();
+        let _ = write.await;
+        served.abort();
+        drop(p);
+        let m = Meta::open_on(Box::new(da.clone())).expect("open");
+        assert!(m.dirty_ranges().is_empty(), "the bitmap does not know the write");
+        assert_eq!(m.activity(), vec![(at / AL_EXTENT_BYTES * AL_EXTENT_BYTES, AL_EXTENT_BYTES)], "the log does");
+        (local, da, db)
+    }
+
+    use super::super::activity::AL_EXTENT_BYTES;
+
+    #[tokio::test]
+    async fn a_write_lost_in_a_primary_crash_is_resynced_when_it_returns_as_primary() {
+        const SIZE: usize = 16 << 20;
+        let at = 9 * (1 << 20) + 512;
+        let (local, da, db) = crash_with_a_write_the_peer_never_got(SIZE, at).await;
+        let remote = Arc::new(MemStore::new(SIZE));
+        let (p, _served) = meta_pair(Arc::clone(&local), Arc::clone(&remote), reopen(&da), reopen(&db)).await;
+        let done = p.wait_resync().await;
+        assert_eq!((done.decision, done.phase), (Some(Decision::InSync), ResyncPhase::Done));
+        assert_eq!(done.total_bytes, AL_EXTENT_BYTES, "the log's extent, not the disk");
+        assert_eq!(remote.bytes()[at as usize], 0xc3);
+        assert!(local.bytes() == remote.bytes(), "the returning primary repaired the peer");
+    }
+
+    #[tokio::test]
+    async fn a_write_lost_in_a_primary_crash_is_resynced_when_it_returns_as_secondary() {
+        const SIZE: usize = 16 << 20;
+        let at = 5 * (1 << 20);
+        let (crashed, da, db) = crash_with_a_write_the_peer_never_got(SIZE, at).await;
+        // b was promoted and has not written yet: same generation, so the link is InSync with roles swapped.
+        let b_store = Arc::new(patterned(SIZE));
+        let (x, y) = tokio::io::duplex(1 << 20);
+        let cfg = SecondaryConfig { node: "a".into(), ..SecondaryConfig::default() };
+        let ma = reopen(&da);
+        let served =
+            tokio::spawn(serve_secondary_meta(y, Arc::clone(&crashed) as Arc<dyn BlockStore>, cfg, ma.clone()));
+        let cfg = ReplicationConfig { node: "b".into(), ..ReplicationConfig::default() };
+        let b = Arc::clone(&b_store) as Arc<dyn BlockStore>;
+        let p = ReplicatedStore::connect_with_meta(b, x, cfg, Arc::new(Gate::default()), reopen(&db)).await;
+        let p = p.expect("connect");
+        let done = p.wait_resync().await;
+        assert_eq!((done.decision, done.phase), (Some(Decision::InSync), ResyncPhase::Done));
+        assert_eq!(done.total_bytes, AL_EXTENT_BYTES, "the extent a reported out of sync");
+        let (mine, theirs) = (crashed.bytes(), b_store.bytes());
+        let e = (at / AL_EXTENT_BYTES * AL_EXTENT_BYTES) as usize;
+        assert!(mine[e..e + AL_EXTENT_BYTES as usize] == theirs[e..e + AL_EXTENT_BYTES as usize], "repaired");
+        assert_eq!((ma.dirty_bytes(), ma.activity()), (0, vec![]), "a's bitmap and log are clear after the sync");
+        drop(p);
+        assert!(served.await.expect("join").expect("secondary").resync_completed);
+    }
+
+    #[tokio::test]
+    async fn sequential_writes_cost_one_log_write_per_extent_and_a_clean_stop_empties_the_log() {
+        const SIZE: usize = 64 << 20;
+        let ((da, ma), (db, mb)) = in_sync_metas(SIZE as u64).await;
+        let local = Arc::new(MemStore::new(SIZE));
+        let remote = Arc::new(MemStore::new(SIZE));
+        let (p, _served) = meta_pair(Arc::clone(&local), Arc::clone(&remote), ma.clone(), mb.clone()).await;
+        let before = ma.syncs();
+        for i in 0..32u64 {
+            p.write_at(i << 20, buf(i as u8, 1 << 20), false).await.expect("write");
+        }
+        let (writes, syncs) = (p.activity_writes(), ma.syncs() - before);
+        assert_eq!((writes, syncs), (8, 8), "32 sequential 1 MiB writes: one metadata write per 4 MiB");
+        assert_eq!(p.activity().len(), 8);
+        p.stop().await.expect("clean stop");
+        let m = Meta::open_on(Box::new(da.clone())).expect("open");
+        assert!(m.activity().is_empty() && m.dirty_ranges().is_empty(), "nothing to resync after a clean stop");
+        let (p, _served) = meta_pair(local, remote, reopen(&da), reopen(&db)).await;
+        assert_eq!(p.resync_progress().phase, ResyncPhase::Idle);
     }
 }

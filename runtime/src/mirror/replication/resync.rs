@@ -14,7 +14,8 @@ pub enum ResyncPhase {
     Running,
     /// Every dirty chunk reached the peer, it is UpToDate and this node's bitmap is clear.
     Done,
-    /// The link was lost or a local read failed; the bitmap keeps what is left (the next link resumes).
+    /// The link was lost, or local reads failed (the other pieces were still sent: see
+    /// [`ResyncProgress::failed_pieces`]); the bitmap keeps what is left (the next link resumes).
     Aborted(String),
 }
 
@@ -31,6 +32,8 @@ pub struct ResyncProgress {
     pub elapsed: Duration,
     /// Average rate since the start.
     pub bytes_per_sec: u64,
+    /// Pieces this node could not read (skipped: they stay dirty, no SYNC_DONE is sent, the phase ends Aborted).
+    pub failed_pieces: u64,
 }
 
 impl ResyncProgress {

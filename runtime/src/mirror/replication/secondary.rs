@@ -9,12 +9,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::frame::{AckStatus, Frame, Hello, MetaInfo};
+use super::frame::{AckStatus, DIGEST_LEN, Frame, Hello, MetaInfo};
 use super::ranges::RangeLocks;
-use super::{ReplicationError, decide_link, exchange_hello, exchange_meta, meta_info, our_hello, read_frame};
+use super::{
+    ReplicationError, decide_link, exchange_hello, exchange_meta, frame, meta_info, our_hello, read_frame,
+    send_out_of_sync,
+};
 use crate::mirror::generations::Decision;
 use crate::mirror::meta::{DiskState, FLAG_DISCARDED, Role, SharedMeta};
 use crate::mirror::store::{BlockStore, StoreError};
@@ -56,7 +59,8 @@ pub struct Stats {
     pub trims: u64,
     pub flushes: u64,
     pub pings: u64,
-    /// Frames whose store operation failed (acknowledged with an error).
+    /// Frames whose store operation failed (acknowledged with an error). A failure ends the link with the store's
+    /// error, so a [`Stats`] returned `Ok` has 0 here.
     pub failed: u64,
     /// The highest seq acknowledged.
     pub last_seq: u64,
@@ -64,6 +68,8 @@ pub struct Stats {
     pub decision: Option<Decision>,
     /// A SYNC_DONE was applied: this node adopted the primary's generations and is UpToDate.
     pub resync_completed: bool,
+    /// Bytes hashed for the primary's online verify (VERIFY_REQ).
+    pub verified_bytes: u64,
 }
 
 /// [`serve_secondary_with`] with the default settings.
@@ -74,7 +80,9 @@ where
     serve_secondary_with(stream, store, SecondaryConfig::default()).await
 }
 
-/// Serve one link from a primary until it closes it (`Ok` with what was applied) or a fatal error.
+/// Serve one link from a primary until it closes it (`Ok` with what was applied) or a fatal error. A failure of
+/// the local store is fatal: its frame is acknowledged with the error, no later frame is applied, and the link
+/// ends with the store's error (its code, e.g. `TDM-MIR-006`); with metadata the disk is first saved Outdated.
 pub async fn serve_secondary_with<S>(
     stream: S,
     store: Arc<dyn BlockStore>,
@@ -140,6 +148,16 @@ where
             }
         })
         .await?;
+        // This node stopped as primary without a clean stop: its activity log joins its bitmap, and the primary
+        // resyncs every range the bitmap holds (the ranges this node may have and the primary not).
+        meta.with(|m| m.recover_activity()).await?;
+        if peer.flags & frame::HELLO_V2 != 0 {
+            let ranges = meta.dirty_ranges();
+            if !ranges.is_empty() {
+                tracing::warn!(ranges = ranges.len(), "mirror secondary: reporting this node's out-of-sync ranges");
+            }
+            send_out_of_sync(&mut stream, &ranges).await?;
+        }
         decision = Some(d);
         target = Some(Target { meta, primary: theirs });
     }
@@ -175,6 +193,49 @@ async fn write_frames<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::UnboundedRecei
     w.shutdown().await
 }
 
+/// The first local store failure of a link. Held (async) while the disk is saved Outdated, so no error reply
+/// leaves before that is durable.
+#[derive(Clone)]
+struct Failure {
+    first: Arc<tokio::sync::Mutex<Option<StoreError>>>,
+    /// Set once the first failure is recorded: the reader stops, queued frames are not applied.
+    broken: Arc<watch::Sender<bool>>,
+    meta: Option<SharedMeta>,
+}
+
+impl Failure {
+    fn is_broken(&self) -> bool {
+        *self.broken.borrow()
+    }
+
+    /// Record a failed frame and return its error reply. The first one saves the disk Outdated (with metadata;
+    /// an Inconsistent disk stays Inconsistent) before it returns.
+    async fn record(&self, seq: u64, e: StoreError) -> AckStatus {
+        let status = AckStatus::Failed { errno: e.nbd_errno(), code: e.code().to_string() };
+        let mut first = self.first.lock().await;
+        if first.is_none() {
+            tracing::error!(seq, code = e.code(), "mirror secondary: the local store failed; detaching: {e}");
+            if let Some(meta) = &self.meta {
+                let saved = meta
+                    .update(|sb| {
+                        if sb.disk == DiskState::UpToDate {
+                            sb.disk = DiskState::Outdated;
+                        }
+                    })
+                    .await;
+                if let Err(me) = saved {
+                    tracing::error!(code = me.code(), "mirror secondary: saving the disk Outdated failed: {me}");
+                }
+            }
+            *first = Some(e);
+            self.broken.send_replace(true);
+        } else {
+            tracing::warn!(seq, code = e.code(), "mirror secondary: applying a frame failed: {e}");
+        }
+        status
+    }
+}
+
 async fn apply_frames<R: AsyncRead + Unpin>(
     rd: &mut R,
     store: &Arc<dyn BlockStore>,
@@ -183,6 +244,12 @@ async fn apply_frames<R: AsyncRead + Unpin>(
     stats: &Arc<Mutex<Stats>>,
     target: Option<Target>,
 ) -> Result<(), ReplicationError> {
+    let failure = Failure {
+        first: Arc::new(tokio::sync::Mutex::new(None)),
+        broken: Arc::new(watch::Sender::new(false)),
+        meta: target.as_ref().map(|t| t.meta.clone()),
+    };
+    let mut broken = failure.broken.subscribe();
     let locks = RangeLocks::new();
     let slots = Arc::new(Semaphore::new(MAX_APPLYING));
     let bytes = Arc::new(Semaphore::new(MAX_APPLYING_BYTES));
@@ -191,7 +258,12 @@ async fn apply_frames<R: AsyncRead + Unpin>(
     let size = store.size();
     let result = loop {
         while tasks.try_join_next().is_some() {}
-        let frame = match tokio::time::timeout(config.idle_timeout, read_frame(rd)).await {
+        let read = tokio::select! {
+            biased;
+            _ = broken.wait_for(|b| *b) => break Ok(()),
+            r = tokio::time::timeout(config.idle_timeout, read_frame(rd)) => r,
+        };
+        let frame = match read {
             Err(_) => break Err(ReplicationError::Timeout(config.idle_timeout)),
             Ok(Ok(Some(f))) => f,
             Ok(Ok(None)) => break Ok(()),
@@ -239,33 +311,58 @@ async fn apply_frames<R: AsyncRead + Unpin>(
         let acks = acks.clone();
         let stats = Arc::clone(stats);
         let target = target.clone();
+        let failure = failure.clone();
         tasks.spawn(async move {
             conflicts.wait().await;
+            if failure.is_broken() {
+                // The store failed on an earlier frame: this link applies nothing more.
+                drop((guard, slot, held));
+                return;
+            }
+            if let Frame::VerifyReq { offset, len, .. } = frame {
+                let reply = match digest_of(store.as_ref(), offset, len).await {
+                    Ok(digest) => Frame::VerifyRep { seq, errno: 0, digest },
+                    Err(e) => {
+                        tracing::warn!(seq, code = e.code(), "mirror secondary: reading a chunk to verify failed: {e}");
+                        Frame::VerifyRep { seq, errno: e.nbd_errno().max(1), digest: [0; DIGEST_LEN] }
+                    }
+                };
+                {
+                    let mut s = stats.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.last_seq = s.last_seq.max(seq);
+                    s.verified_bytes += len;
+                }
+                let _ = acks.send(reply);
+                drop((guard, slot, held));
+                return;
+            }
             let counted = Counted::of(&frame);
             let result = match (&frame, target) {
                 (Frame::SyncDone { .. }, Some(t)) => complete_sync(store.as_ref(), t).await,
                 _ => apply(store.as_ref(), frame).await,
             };
-            let status = {
+            {
                 let mut s = stats.lock().unwrap_or_else(PoisonError::into_inner);
                 s.last_seq = s.last_seq.max(seq);
-                match result {
-                    Ok(()) => {
-                        counted.add_to(&mut s);
-                        AckStatus::Ok
-                    }
-                    Err(e) => {
-                        s.failed += 1;
-                        tracing::warn!(seq, code = e.code(), "mirror secondary: applying a frame failed: {e}");
-                        AckStatus::Failed { errno: e.nbd_errno(), code: e.code().to_string() }
-                    }
+                match &result {
+                    Ok(()) => counted.add_to(&mut s),
+                    Err(_) => s.failed += 1,
                 }
+            }
+            let status = match result {
+                Ok(()) => AckStatus::Ok,
+                Err(e) => failure.record(seq, e).await,
             };
             let _ = acks.send(Frame::Ack { seq, status });
             drop((guard, slot, held));
         });
     };
     while tasks.join_next().await.is_some() {}
+    // A store failure is the cause, whatever ended the reading (the primary closes the link on the error reply).
+    let result = match failure.first.lock().await.take() {
+        Some(e) => Err(ReplicationError::Store(e)),
+        None => result,
+    };
     if let Err(e) = &result {
         tracing::warn!(code = e.code(), "mirror secondary: closing the link: {e}");
     }
@@ -316,17 +413,40 @@ async fn complete_sync(store: &dyn BlockStore, t: Target) -> Result<(), StoreErr
     store.flush().await?;
     let p = t.primary;
     t.meta
-        .update(move |sb| {
-            sb.current = p.current;
-            sb.history = p.history;
-            sb.bitmap_uuid = 0;
-            sb.disk = DiskState::UpToDate;
-            sb.flags &= !FLAG_DISCARDED;
+        .with(move |m| {
+            m.update(|sb| {
+                sb.current = p.current;
+                sb.history = p.history;
+                sb.bitmap_uuid = 0;
+                sb.disk = DiskState::UpToDate;
+                sb.flags &= !FLAG_DISCARDED;
+            })?;
+            // The ranges this node reported out of sync were part of the resync.
+            m.clear_all()
         })
         .await
         .map_err(|e| StoreError::Task { op: "sync_done", reason: e.to_string() })?;
     tracing::info!("mirror secondary: resync complete, UpToDate");
     Ok(())
+}
+
+/// The SHA-256 of `offset..offset+len` of the store (hashed off the async threads when large).
+pub(crate) async fn digest_of(store: &dyn BlockStore, offset: u64, len: u64) -> Result<[u8; DIGEST_LEN], StoreError> {
+    let n = u32::try_from(len).map_err(|_| StoreError::Task { op: "verify", reason: format!("{len} bytes") })?;
+    let data = store.read_at(offset, n).await?;
+    if data.len() <= 1 << 20 {
+        return Ok(sha256(&data));
+    }
+    tokio::task::spawn_blocking(move || sha256(&data))
+        .await
+        .map_err(|e| StoreError::Task { op: "verify", reason: e.to_string() })
+}
+
+pub(crate) fn sha256(data: &[u8]) -> [u8; DIGEST_LEN] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; DIGEST_LEN];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 async fn apply(store: &dyn BlockStore, frame: Frame) -> Result<(), StoreError> {
@@ -419,18 +539,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_store_acks_with_the_code_and_the_link_continues() {
+    async fn a_failing_store_acks_with_the_code_then_applies_nothing_more_and_ends_with_the_error() {
         let store = Arc::new(MemStore { fail_at: Some(512), ..MemStore::new(4096) });
         let (mut raw, served) = start(Arc::clone(&store)).await;
         raw.send(write(1, 512, 1, 4)).await;
         let ack = raw.recv().await;
         let Frame::Ack { seq: 1, status: AckStatus::Failed { errno, code } } = ack else { panic!("{ack:?}") };
         assert_eq!((errno, code.as_str()), (5, "TDM-MIR-006"));
-        raw.send(Frame::WriteZeroes { seq: 2, offset: 0, len: 4, fua: true }).await;
-        assert_eq!(raw.recv().await, Frame::Ack { seq: 2, status: AckStatus::Ok });
-        drop(raw);
-        let stats = served.await.expect("join").expect("clean");
-        assert_eq!((stats.failed, stats.zeroes), (1, 1));
+        // The link is detached: a later frame is not applied (the send may fail once the secondary hung up).
+        let _ = raw.wr.write_all(&Frame::WriteZeroes { seq: 2, offset: 0, len: 4, fua: true }.encode()).await;
+        let _ = raw.wr.write_all(&write(3, 8, 9, 4).encode()).await;
+        let e = served.await.expect("join").expect_err("the store's failure ends the link");
+        assert_eq!(e.code(), "TDM-MIR-006", "{e}");
+        assert!(store.bytes().iter().all(|b| *b == 0), "nothing applied after the failure");
+        assert!(read_frame(&mut raw.rd).await.expect("eof").is_none(), "no ACK for the later frames");
     }
 
     #[tokio::test]
