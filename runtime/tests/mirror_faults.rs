@@ -17,8 +17,8 @@
 mod faults;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faults::{EIO, ENOSPC, Fault, FaultStore, OpKind, Tmpfs};
@@ -63,8 +63,14 @@ fn tmpfs(size: usize) -> Option<Tmpfs> {
 
 /// Run qemu-io with these commands (within 30 s); returns (exit success, stdout + stderr).
 async fn qemu_io(url: &str, cmds: &[&str]) -> (bool, String) {
+    qemu_io_args(url, &[], cmds).await
+}
+
+/// [`qemu_io`] with extra options before the image (e.g. `-t writeback`: qemu-io's default cache mode is
+/// writethrough, which makes every write FUA).
+async fn qemu_io_args(url: &str, opts: &[&str], cmds: &[&str]) -> (bool, String) {
     let mut cmd = tokio::process::Command::new("qemu-io");
-    cmd.args(["-f", "raw", url]).kill_on_drop(true);
+    cmd.args(opts).args(["-f", "raw", url]).kill_on_drop(true);
     for c in cmds {
         cmd.args(["-c", c]);
     }
@@ -150,21 +156,37 @@ impl Exported {
     }
 }
 
-/// The peer-loss gate: always passes, counts its calls and keeps the last generation it was given.
+/// The peer-loss gate: always passes, counts its calls and keeps the last generation it was given. With a probe,
+/// it reads the secondary's metadata file when called (what the secondary had saved by then).
 struct Gate {
     calls: watch::Sender<usize>,
     generation: AtomicU64,
+    probe: Mutex<Option<PathBuf>>,
+    probed: Mutex<Option<DiskState>>,
 }
 
 impl Gate {
     fn calls(&self) -> usize {
         *self.calls.borrow()
     }
+
+    fn probe(&self, meta: &Path) {
+        *self.probe.lock().expect("lock") = Some(meta.to_path_buf());
+    }
+
+    fn probed(&self) -> Option<DiskState> {
+        *self.probed.lock().expect("lock")
+    }
 }
 
 #[async_trait::async_trait]
 impl PeerLossGate for Gate {
     async fn mark_peer_outdated(&self, generation: u64) -> Result<(), String> {
+        let probe = self.probe.lock().expect("lock").clone();
+        if let Some(path) = probe {
+            let disk = Meta::open(&path).expect("probe the peer's metadata").superblock().disk;
+            *self.probed.lock().expect("lock") = Some(disk);
+        }
         self.generation.store(generation, Ordering::SeqCst);
         self.calls.send_modify(|n| *n += 1);
         Ok(())
@@ -202,7 +224,12 @@ impl Link {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         let cfg = ReplicationConfig { node: "node-a".into(), ..ReplicationConfig::default() };
-        let gate = Arc::new(Gate { calls: watch::Sender::new(0), generation: AtomicU64::new(0) });
+        let gate = Arc::new(Gate {
+            calls: watch::Sender::new(0),
+            generation: AtomicU64::new(0),
+            probe: Mutex::new(None),
+            probed: Mutex::new(None),
+        });
         let g = Arc::clone(&gate) as Arc<dyn PeerLossGate>;
         let primary = match ma {
             Some(ma) => ReplicatedStore::connect_with_meta(a, stream, cfg, g, ma).await,
@@ -226,12 +253,21 @@ impl Link {
 
     /// Stop the export, close the link in order and return what the secondary applied.
     async fn close(self) -> Stats {
+        self.end().await.expect("the secondary ends without an error")
+    }
+
+    /// [`Self::close`] for a link whose secondary's store failed: it ends with the store's error.
+    async fn close_failed(self) -> ReplicationError {
+        self.end().await.expect_err("the secondary ends with its store's error")
+    }
+
+    async fn end(self) -> Result<Stats, ReplicationError> {
         let Link { primary, secondary, export, .. } = self;
         drop(export);
         primary.stop().await.expect("clean stop");
         drop(primary);
         let joined = tokio::time::timeout(LIMIT, secondary).await.expect("the secondary ends");
-        joined.expect("join").expect("the secondary ends without an error")
+        joined.expect("join")
     }
 }
 
@@ -350,8 +386,9 @@ async fn disk_full_on_the_secondary_detaches_it_the_write_succeeds_and_the_next_
     let mib = MIB as u64;
     assert_eq!(link.primary.dirty().ranges(), vec![(4 * mib, mib), (6 * mib, K64)]);
     let gate_generation = link.gate.generation.load(Ordering::SeqCst);
-    let stats = link.close().await;
-    assert_eq!((stats.failed, stats.writes), (1, 1), "B applied the first write and failed the second");
+    let e = link.close_failed().await;
+    assert_eq!(e.code(), "TDM-MIR-007", "B's link ends with its ENOSPC: {e}");
+    assert_eq!(Meta::open(&pb).expect("meta B").superblock().disk, DiskState::Outdated, "a failed disk is Outdated");
     let sb = Meta::open(&pa).expect("meta A").superblock().clone();
     assert_ne!(sb.current, g0, "A started a new generation when it lost B");
     assert_eq!(sb.current, gate_generation, "B was marked outdated as of A's new generation");
@@ -485,8 +522,7 @@ async fn injected_eio_on_the_secondary_detaches_it_without_losing_acknowledged_w
     assert_eq!(link.gate.calls(), 1);
     qemu_io_ok(&link.url(), &["read -P 0x21 0 1M", "read -P 0x22 2M 64k", "write -P 0x23 3M 4k", "flush"]).await;
     assert_eq!(link.primary.dirty().ranges(), vec![(2 * MIB as u64, K64), (3 * MIB as u64, K64)]);
-    let stats = link.close().await;
-    assert_eq!((stats.failed, stats.writes), (1, 1));
+    assert_eq!(link.close_failed().await.code(), "TDM-MIR-006", "B's link ends with its EIO");
     let (bytes_a, bytes_b) = (std::fs::read(&a).expect("read A"), std::fs::read(&b).expect("read B"));
     assert!(bytes_a[..2 * MIB] == bytes_b[..2 * MIB], "every write acknowledged while connected is on both");
     assert_range(&bytes_a, 2 * MIB, 64 * 1024, 0x22);
@@ -495,7 +531,6 @@ async fn injected_eio_on_the_secondary_detaches_it_without_losing_acknowledged_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine change needed (primary.rs): a peer FLUSH failure must mark the writes since its last good FLUSH dirty"]
 async fn a_failed_flush_on_the_secondary_marks_every_write_since_its_last_flush_dirty() {
     if !have_qemu() {
         return;
@@ -507,8 +542,10 @@ async fn a_failed_flush_on_the_secondary_marks_every_write_since_its_last_flush_
     let link = Link::up(dir.path(), "b-sync", open(&a), Arc::clone(&store_b) as Arc<dyn BlockStore>, None).await;
     qemu_io_ok(&link.url(), &["write -P 0x21 0 64k", "flush"]).await;
     // Acknowledged by B (in its page cache), then B's fdatasync fails: those bytes may never reach B's disk.
+    // (Writeback cache: qemu-io's default, writethrough, sends every write with FUA, durable on B by itself.)
     store_b.inject(Fault::errno(EIO).on(&[OpKind::Flush]));
-    qemu_io_ok(&link.url(), &["write -P 0x22 1M 64k", "flush"]).await;
+    let (ok, text) = qemu_io_args(&link.url(), &["-t", "writeback"], &["write -P 0x22 1M 64k", "flush"]).await;
+    assert!(ok && !text.contains("failed"), "the flush is acknowledged degraded: {text}");
     assert_eq!(link.degraded_code().0, "TDM-MIR-035");
     let dirty = link.primary.dirty();
     assert!(dirty.is_dirty(MIB as u64), "the write B could not make durable must be resynced: {:?}", dirty.ranges());
@@ -534,7 +571,7 @@ async fn an_errno_without_a_kind_and_a_kind_without_an_errno_both_reach_the_clie
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_chunk_on_the_sync_source_aborts_the_resync_and_the_target_stays_inconsistent() {
+async fn an_unreadable_chunk_on_the_sync_source_is_skipped_the_rest_is_sent_and_the_target_stays_inconsistent() {
     if !have_qemu() {
         return;
     }
@@ -552,13 +589,21 @@ async fn an_unreadable_chunk_on_the_sync_source_aborts_the_resync_and_the_target
     assert_eq!(done.decision, Some(Decision::SourceFull));
     let ResyncPhase::Aborted(reason) = &done.phase else { panic!("the resync must not complete: {done:?}") };
     assert!(reason.contains("TDM-MIR-006"), "the local read error is named: {reason}");
+    assert!(reason.starts_with("1 resync piece"), "the count of failed pieces is named: {reason}");
+    assert_eq!(done.failed_pieces, 1);
+    // Only the unreadable 1 MiB piece was skipped: the pieces after it were sent too.
+    assert_eq!((done.total_bytes, done.done_bytes), (4 * MIB as u64, 3 * MIB as u64));
+    let bytes_b = std::fs::read(&b).expect("read B");
+    assert_range(&bytes_b, 0, 2 * MIB, 0x5a);
+    assert_range(&bytes_b, 2 * MIB, MIB, 0x11);
+    assert_range(&bytes_b, 3 * MIB, MIB, 0x5a);
     // The link itself is fine: application I/O goes on, replicated; only the bad range fails for the client.
     assert_eq!(link.primary.state(), ReplicationState::Connected);
     qemu_io_fails(&link.url(), &["read -P 0x5a 2M 4k"], "read", IO_ERROR, 1).await;
     qemu_io_ok(&link.url(), &["read -P 0x5a 0 2M", "write -P 0x21 3M 64k", "flush"]).await;
     assert_range(&std::fs::read(&b).expect("read B"), 3 * MIB, 64 * 1024, 0x21);
     let stats = link.close().await;
-    assert!(!stats.resync_completed);
+    assert!(!stats.resync_completed, "no SYNC_DONE was sent");
     assert_eq!(Meta::open(&pb).expect("meta B").superblock().disk, DiskState::Inconsistent, "never promotable");
     assert_eq!(Meta::open(&pa).expect("meta A").dirty_bytes(), 4 * MIB as u64, "nothing confirmed, nothing cleared");
 
@@ -567,8 +612,48 @@ async fn an_unreadable_chunk_on_the_sync_source_aborts_the_resync_and_the_target
     let a_store = Arc::clone(&store_a) as Arc<dyn BlockStore>;
     let link = Link::up(dir.path(), "src-ok", a_store, open(&b), Some((shared(&pa), shared(&pb)))).await;
     let done = tokio::time::timeout(LIMIT, link.primary.wait_resync()).await.expect("resync ends");
-    assert_eq!((done.decision, done.phase), (Some(Decision::SourceFull), ResyncPhase::Done));
+    assert_eq!((done.decision, done.phase, done.failed_pieces), (Some(Decision::SourceFull), ResyncPhase::Done, 0));
     assert!(link.close().await.resync_completed);
     assert_identical(&a, &b, "after the second sync");
     assert_eq!(Meta::open(&pb).expect("meta B").superblock().disk, DiskState::UpToDate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_on_the_secondary_outdates_it_before_the_error_reply_and_the_next_link_resyncs_it() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = file_of(dir.path(), "a.img", 4 * MIB, 0x11);
+    let b = file_of(dir.path(), "b.img", 4 * MIB, 0x11);
+    let (pa, pb, g0) = in_sync_metas(dir.path(), 4 * MIB);
+    let store_b = FaultStore::new(open(&b));
+    let b_store = Arc::clone(&store_b) as Arc<dyn BlockStore>;
+    let link = Link::up(dir.path(), "b-out", open(&a), b_store, Some((shared(&pa), shared(&pb)))).await;
+    assert_eq!(link.primary.resync_progress().decision, Some(Decision::InSync));
+    assert_eq!(Meta::open(&pb).expect("meta B").superblock().disk, DiskState::UpToDate);
+    link.gate.probe(&pb);
+    store_b.inject(Fault::errno(EIO).on(&[OpKind::Write]).range(MIB as u64, K64));
+    qemu_io_ok(&link.url(), &["write -P 0x21 0 64k", "write -P 0x22 1M 64k", "write -P 0x23 2M 64k"]).await;
+    assert_eq!(link.degraded_code().0, "TDM-MIR-035");
+    assert_eq!(link.gate.probed(), Some(DiskState::Outdated), "B was Outdated on disk before its error reply");
+    let e = link.close_failed().await;
+    assert_eq!(e.code(), "TDM-MIR-006", "the secondary ends with its store's error: {e}");
+    assert_eq!(store_b.injected(), 1, "B applied nothing after the failed write");
+    let sb = Meta::open(&pb).expect("meta B").superblock().clone();
+    assert_eq!((sb.disk, sb.current), (DiskState::Outdated, g0), "B stays at the old generation, Outdated");
+    assert_range(&std::fs::read(&b).expect("read B"), 2 * MIB, 64 * 1024, 0x11);
+
+    // B's disk is fixed: the next link resyncs the bitmap's chunks and B turns UpToDate.
+    store_b.clear();
+    let b_store = Arc::clone(&store_b) as Arc<dyn BlockStore>;
+    let link = Link::up(dir.path(), "b-fixed", open(&a), b_store, Some((shared(&pa), shared(&pb)))).await;
+    let done = tokio::time::timeout(LIMIT, link.primary.wait_resync()).await.expect("resync ends");
+    assert_eq!((done.decision, done.phase), (Some(Decision::SourceBitmap), ResyncPhase::Done));
+    let stats = link.close().await;
+    assert!(stats.resync_completed);
+    assert_identical(&a, &b, "after the resync");
+    let (ma, mb) = (Meta::open(&pa).expect("meta A"), Meta::open(&pb).expect("meta B"));
+    assert_eq!((ma.dirty_bytes(), mb.superblock().disk), (0, DiskState::UpToDate));
+    assert_eq!(ma.superblock().current, mb.superblock().current);
 }

@@ -763,6 +763,38 @@ async fn a_returning_peer_resyncs_only_the_dirty_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_peer_acknowledged_but_never_flushed_are_resynced_after_the_link_drops() {
+    const SIZE: usize = 4 * MIB;
+    let pair = MetaPair::synced(SIZE).await;
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up");
+    let p = Arc::clone(&link.primary);
+    let data = |b: u8| -> WriteBuf { Arc::new(vec![b; K64 as usize]) };
+    p.write_at(0, data(0x21), false).await.expect("write");
+    p.flush().await.expect("flush: durable on both");
+    // Acknowledged by B once in its page cache; no FLUSH follows before the link drops (B may lose it on power loss).
+    p.write_at(MIB as u64, data(0x22), false).await.expect("acknowledged by both, not flushed");
+    // A FUA write is durable on B by itself.
+    p.write_at(3 * MIB as u64, data(0x24), true).await.expect("acknowledged with FUA");
+    link.secondary.abort();
+    tokio::time::timeout(LIMIT, p.wait_degraded()).await.expect("degraded");
+    p.write_at(2 * MIB as u64, data(0x23), false).await.expect("degraded write");
+    let mib = MIB as u64;
+    let expected = vec![(mib, K64), (2 * mib, K64)];
+    assert_eq!(pair.meta_a().dirty_ranges(), expected, "the unflushed write is in the bitmap with the degraded one");
+    assert_eq!(p.dirty().ranges(), expected, "neither the flushed nor the FUA write is dirty");
+    drop(p);
+    let _ = link.close().await;
+
+    let link = pair.link().await.map_err(|(e, _)| e).expect("link up again");
+    let done = tokio::time::timeout(LIMIT, link.primary.wait_resync()).await.expect("resync ends");
+    assert_eq!((done.decision, done.phase), (Some(Decision::SourceBitmap), ResyncPhase::Done));
+    assert_eq!(done.total_bytes, 2 * K64, "the unflushed chunk and the degraded one");
+    link.close().await.expect("secondary");
+    pair.assert_identical("after the resync");
+    assert_eq!(pair.meta_b().superblock().disk, DiskState::UpToDate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_brain_is_refused_until_one_side_is_discarded() {
     if !have_qemu() {
         return;

@@ -602,7 +602,10 @@ impl Shared {
             self.dirty.mark(*offset, *len);
         }
         if !unflushed.is_empty() {
-            tracing::warn!(ranges = unflushed.len(), "mirror primary: writes the peer had not flushed are marked dirty");
+            tracing::warn!(
+                ranges = unflushed.len(),
+                "mirror primary: writes the peer had not flushed are marked dirty"
+            );
             self.lost_unflushed.lock().unwrap_or_else(PoisonError::into_inner).extend(unflushed);
         }
         for p in conn.pending.into_values() {
@@ -1055,7 +1058,12 @@ async fn resync_pieces(shared: &Arc<Shared>, started: Instant) -> Result<(), Str
             let data = match shared.local.read_at(offset, n as u32).await {
                 Ok(data) => data,
                 Err(e) => {
-                    tracing::warn!(offset, len = n, code = e.code(), "mirror primary: resync piece unreadable, skipped: {e}");
+                    tracing::warn!(
+                        offset,
+                        len = n,
+                        code = e.code(),
+                        "mirror primary: resync piece unreadable, skipped: {e}"
+                    );
                     failed += 1;
                     first_error.get_or_insert_with(|| e.to_string());
                     shared.resync.send_modify(|p| p.failed_pieces = failed);

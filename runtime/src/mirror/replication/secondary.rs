@@ -547,7 +547,7 @@ mod tests {
         let Frame::Ack { seq: 1, status: AckStatus::Failed { errno, code } } = ack else { panic!("{ack:?}") };
         assert_eq!((errno, code.as_str()), (5, "TDM-MIR-006"));
         // The link is detached: a later frame is not applied (the send may fail once the secondary hung up).
-        let _ = raw.wr.write_all(&Frame::WriteZeroes { seq: 2, offset: 0, len: 4, fua: true }.encode()).await;
+        let _ = raw.wr.write_all(&write(2, 0, 7, 4).encode()).await;
         let _ = raw.wr.write_all(&write(3, 8, 9, 4).encode()).await;
         let e = served.await.expect("join").expect_err("the store's failure ends the link");
         assert_eq!(e.code(), "TDM-MIR-006", "{e}");
