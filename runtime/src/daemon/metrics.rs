@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_proto::control::StatusReply;
+use tandem_proto::control::{MirrorDiskStatus, StatusReply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -169,7 +169,8 @@ pub async fn serve(daemon: Arc<Daemon>, addr: SocketAddr) -> Result<(), DaemonEr
                 }
                 let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
                 let (code, body) = if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET /metrics?") {
-                    ("200 OK", render(&status::status(&daemon)))
+                    let mirrors = super::mirror_api::status(&daemon, "").await.map(|r| r.disks).unwrap_or_default();
+                    ("200 OK", render(&status::status(&daemon)) + &render_mirrors(&mirrors))
                 } else {
                     ("404 Not Found", "only GET /metrics is served\n".to_string())
                 };
@@ -182,6 +183,65 @@ pub async fn serve(daemon: Arc<Daemon>, addr: SocketAddr) -> Result<(), DaemonEr
         }
     });
     Ok(())
+}
+
+/// The mirror disks' families: link state, bytes behind, resync progress.
+pub fn render_mirrors(disks: &[MirrorDiskStatus]) -> String {
+    let mut out = String::new();
+    if disks.is_empty() {
+        return out;
+    }
+    let mut lines: Vec<String> = Vec::new();
+    let key = |d: &MirrorDiskStatus| format!("resource=\"{}\",group=\"{}\"", label(&d.resource), label(&d.group));
+    let n = family(
+        &mut out,
+        "tandem_mirror_primary",
+        "gauge",
+        "1 when this node serves the mirror disk (its primary), else 0.",
+    );
+    for d in disks {
+        lines.push(format!("{n}{{{}}} {}", key(d), u8::from(d.serving)));
+    }
+    flush(&mut out, &mut lines);
+    let n = family(
+        &mut out,
+        "tandem_mirror_link",
+        "gauge",
+        "The mirror's link here: 1 for the state it is in (connected, degraded, secondary-linked, standby).",
+    );
+    for d in disks {
+        for state in ["connected", "degraded", "secondary-linked", "standby"] {
+            lines.push(format!("{n}{{{},state=\"{state}\"}} {}", key(d), u8::from(d.link == state)));
+        }
+    }
+    flush(&mut out, &mut lines);
+    let n = family(
+        &mut out,
+        "tandem_mirror_up_to_date",
+        "gauge",
+        "1 when this node's replica is UpToDate, 0 when Outdated or Inconsistent.",
+    );
+    for d in disks {
+        lines.push(format!("{n}{{{}}} {}", key(d), u8::from(d.disk == "UpToDate")));
+    }
+    flush(&mut out, &mut lines);
+    let n = family(
+        &mut out,
+        "tandem_mirror_dirty_bytes",
+        "gauge",
+        "Bytes the peer's copy may miss (the persistent bitmap): what a resync will copy.",
+    );
+    for d in disks {
+        lines.push(format!("{n}{{{}}} {}", key(d), d.dirty_bytes));
+    }
+    flush(&mut out, &mut lines);
+    let n = family(&mut out, "tandem_mirror_resync_remaining_bytes", "gauge", "Bytes left in the running resync.");
+    for d in disks {
+        let left = if d.resyncing { d.resync_total_bytes.saturating_sub(d.resync_done_bytes) } else { 0 };
+        lines.push(format!("{n}{{{}}} {left}", key(d)));
+    }
+    flush(&mut out, &mut lines);
+    out
 }
 
 #[cfg(test)]
@@ -207,5 +267,25 @@ mod tests {
         assert!(text.contains("tandem_group_state{group=\"web\",state=\"standby\"} 0"));
         assert!(text.contains("tandem_group_failovers_total{group=\"web\"} 3"));
         assert!(text.contains("# TYPE tandem_group_failovers_total counter"));
+    }
+
+    #[test]
+    fn renders_the_mirror_state_and_what_the_peer_misses() {
+        let d = MirrorDiskStatus {
+            resource: "data".into(),
+            group: "db".into(),
+            link: "degraded".into(),
+            disk: "UpToDate".into(),
+            serving: true,
+            dirty_bytes: 4096,
+            ..Default::default()
+        };
+        let text = render_mirrors(&[d]);
+        assert!(text.contains("tandem_mirror_primary{resource=\"data\",group=\"db\"} 1"), "{text}");
+        assert!(text.contains("tandem_mirror_link{resource=\"data\",group=\"db\",state=\"degraded\"} 1"), "{text}");
+        assert!(text.contains("tandem_mirror_link{resource=\"data\",group=\"db\",state=\"connected\"} 0"), "{text}");
+        assert!(text.contains("tandem_mirror_dirty_bytes{resource=\"data\",group=\"db\"} 4096"), "{text}");
+        assert!(text.contains("tandem_mirror_up_to_date{resource=\"data\",group=\"db\"} 1"), "{text}");
+        assert_eq!(render_mirrors(&[]), "");
     }
 }
