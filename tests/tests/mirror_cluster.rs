@@ -82,6 +82,19 @@ fn wait_in_sync(c: &Cluster, p: usize, s: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Two nodes with a fresh 16 MiB mirror disk, the group on `a`, the initial full sync to `b` done. None (after a
+/// printed reason) without qemu-io.
+fn synced_pair() -> Result<Option<(Cluster, usize, usize)>> {
+    if !have_qemu_io() {
+        return Ok(None);
+    }
+    let c = Cluster::start(Options { mirror_bytes: DISK, ..Options::default() })?;
+    let a = c.active()?;
+    let b = other(a);
+    wait_in_sync(&c, a, b, "the initial full sync")?;
+    Ok(Some((c, a, b)))
+}
+
 fn ctl_ok(c: &Cluster, i: usize, args: &[&str]) -> Result<String> {
     let out = c.ctl(i, args)?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -93,14 +106,8 @@ fn ctl_ok(c: &Cluster, i: usize, args: &[&str]) -> Result<String> {
 
 #[test]
 fn a_fresh_pair_syncs_fails_over_without_losing_writes_and_resyncs_only_what_changed() -> Result<()> {
-    if !have_qemu_io() {
-        return Ok(());
-    }
-    let mut c = Cluster::start(Options { mirror_bytes: DISK, ..Options::default() })?;
-    let a = c.active()?;
-    let b = other(a);
     // First start: the fresh pair's full initial sync from the first primary.
-    wait_in_sync(&c, a, b, "the initial full sync")?;
+    let Some((mut c, a, b)) = synced_pair()? else { return Ok(()) };
     let s = st(&c, a);
     assert_eq!((s["role"].as_str(), s["resync_kind"].as_str()), (Some("Primary"), Some("SourceFull")), "{s:#}");
     assert_eq!(s["resync_total_bytes"], DISK, "{s:#}");
@@ -146,13 +153,7 @@ fn a_fresh_pair_syncs_fails_over_without_losing_writes_and_resyncs_only_what_cha
 #[test]
 fn after_a_partition_the_outdated_replica_is_never_promoted_and_a_split_brain_is_refused_until_resolved() -> Result<()>
 {
-    if !have_qemu_io() {
-        return Ok(());
-    }
-    let mut c = Cluster::start(Options { mirror_bytes: DISK, ..Options::default() })?;
-    let a = c.active()?;
-    let b = other(a);
-    wait_in_sync(&c, a, b, "the initial full sync")?;
+    let Some((mut c, a, b)) = synced_pair()? else { return Ok(()) };
 
     // Partition: the nodes cannot see each other, both still reach the lease table and the witness. The active
     // keeps the group; its next write marks the standby outdated in the lease, then goes on degraded.
@@ -194,13 +195,7 @@ fn after_a_partition_the_outdated_replica_is_never_promoted_and_a_split_brain_is
 
 #[test]
 fn sigkill_of_the_active_mid_stream_loses_no_acknowledged_write_and_tears_nothing() -> Result<()> {
-    if !have_qemu_io() {
-        return Ok(());
-    }
-    let mut c = Cluster::start(Options { mirror_bytes: DISK, ..Options::default() })?;
-    let a = c.active()?;
-    let b = other(a);
-    wait_in_sync(&c, a, b, "the initial full sync")?;
+    let Some((mut c, a, b)) = synced_pair()? else { return Ok(()) };
     let mut stream = WriteStream::start(&c.mirror_export(a), "data", 0x007a_4d3e, DISK)?;
     assert!(stream.wait_acked(400, SYNC)?, "qemu-io ended before 400 acks");
     // The active machine and its network die at one instant: first nothing more reaches the standby (a killed

@@ -14,6 +14,7 @@
 //! |---|---|---|
 //! | 1 | same current, neither Inconsistent | `InSync` |
 //! | 2 | same current, I am Inconsistent and the peer UpToDate (or the reverse) | `TargetFull` (`SourceFull`) |
+//! | 2b | same current, I am Outdated and the peer UpToDate (or the reverse) | `TargetBitmap` (`SourceBitmap`) |
 //! | 3 | both fresh | the Primary is `SourceFull`, the other `TargetFull`; same role → `Unrelated` |
 //! | 4 | related both ways (a cycle) | `SplitBrain` |
 //! | 5 | the peer's current is related to me and I am UpToDate | `SourceBitmap` |
@@ -101,11 +102,15 @@ impl Decision {
 
 /// Decide from my state and the peer's (see the module doc's table).
 pub fn decide(mine: &GenState, peer: &GenState) -> Decision {
-    use DiskState::{Inconsistent, UpToDate};
+    use DiskState::{Inconsistent, Outdated, UpToDate};
     if mine.current == peer.current {
         return match (mine.disk, peer.disk) {
             (Inconsistent, UpToDate) => Decision::TargetFull,
             (UpToDate, Inconsistent) => Decision::SourceFull,
+            // The peer's disk failed (or missed unflushed writes) while the generation did not move: the source's
+            // bitmap holds what it may miss, and it turns UpToDate only at SYNC_DONE.
+            (Outdated, UpToDate) => Decision::TargetBitmap,
+            (UpToDate, Outdated) => Decision::SourceBitmap,
             (Inconsistent, _) | (_, Inconsistent) => Decision::Unrelated,
             _ => Decision::InSync,
         };
@@ -156,7 +161,14 @@ mod tests {
     #[test]
     fn same_current_and_consistent_is_in_sync() {
         check(st(5, [4, 0, 0, 0], 0, UpToDate, P), st(5, [4, 0, 0, 0], 0, UpToDate, S), Decision::InSync);
-        check(st(5, E, 0, UpToDate, P), st(5, E, 0, Outdated, S), Decision::InSync);
+        check(st(5, E, 0, Outdated, P), st(5, E, 0, Outdated, S), Decision::InSync);
+    }
+
+    #[test]
+    fn same_current_with_an_outdated_side_resyncs_the_bitmap_from_the_up_to_date_one() {
+        // The secondary's disk failed and the primary acknowledged nothing degraded (no new generation): the
+        // secondary must get the primary's dirty chunks and turn UpToDate only at SYNC_DONE, not at the handshake.
+        check(st(5, E, 0, UpToDate, P), st(5, E, 0, Outdated, S), Decision::SourceBitmap);
     }
 
     #[test]

@@ -190,17 +190,7 @@ impl Servers {
             .spawn()
             .map_err(|e| format!("starting qemu-nbd (apt-get install qemu-utils): {e}"))?;
 
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let store_b: Arc<dyn BlockStore> = Arc::new(FileStore::open(b)?);
-        let secondary = tokio::spawn(async move {
-            let io = |source| ReplicationError::Io { during: "accepting the benchmark's peer link", source };
-            let (stream, _) = listener.accept().await.map_err(io)?;
-            stream.set_nodelay(true).map_err(io)?;
-            serve_secondary(stream, store_b).await
-        });
-        let link = TcpStream::connect(addr).await?;
-        link.set_nodelay(true)?;
+        let (secondary, link) = link_to_secondary(b, None).await?;
         let cfg = ReplicationConfig { node: "bench-a".into(), ..ReplicationConfig::default() };
         let local: Arc<dyn BlockStore> = Arc::new(FileStore::open(a)?);
         let primary = Arc::new(ReplicatedStore::connect(local, link, cfg, Arc::new(Gate)).await?);
@@ -411,6 +401,31 @@ async fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// A secondary over image `b` (with its metadata, if any) on 127.0.0.1, and the primary's connected link to it.
+async fn link_to_secondary(
+    b: &Path,
+    meta: Option<SharedMeta>,
+) -> Result<(JoinHandle<std::result::Result<Stats, ReplicationError>>, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let store_b: Arc<dyn BlockStore> = Arc::new(FileStore::open(b)?);
+    let secondary = tokio::spawn(async move {
+        let io = |source| ReplicationError::Io { during: "accepting the benchmark's peer link", source };
+        let (stream, _) = listener.accept().await.map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        match meta {
+            Some(meta) => {
+                let cfg = SecondaryConfig { node: "bench-b".into(), ..SecondaryConfig::default() };
+                serve_secondary_meta(stream, store_b, cfg, meta).await
+            }
+            None => serve_secondary(stream, store_b).await,
+        }
+    });
+    let link = TcpStream::connect(addr).await?;
+    link.set_nodelay(true)?;
+    Ok((secondary, link))
+}
+
 /// The initial full sync of A to a fresh B, against copying A locally; prints both rates and their ratio.
 async fn initial_sync(dir: &Path, a: &Path, b: &Path, size: u64) -> Result<()> {
     let copy = dir.join("copy.img");
@@ -437,19 +452,8 @@ async fn initial_sync(dir: &Path, a: &Path, b: &Path, size: u64) -> Result<()> {
     let meta_b = Meta::create(&dir.join("b.meta"), size, "bench-b", DEFAULT_GRANULARITY)?;
     let (meta_a, meta_b) = (SharedMeta::new(meta_a), SharedMeta::new(meta_b));
     sync_images(&[a, b])?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let store_b: Arc<dyn BlockStore> = Arc::new(FileStore::open(b)?);
-    let secondary = tokio::spawn(async move {
-        let io = |source| ReplicationError::Io { during: "accepting the benchmark's peer link", source };
-        let (stream, _) = listener.accept().await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        let cfg = SecondaryConfig { node: "bench-b".into(), ..SecondaryConfig::default() };
-        serve_secondary_meta(stream, store_b, cfg, meta_b).await
-    });
     let started = Instant::now();
-    let link = TcpStream::connect(addr).await?;
-    link.set_nodelay(true)?;
+    let (secondary, link) = link_to_secondary(b, Some(meta_b)).await?;
     let cfg = ReplicationConfig { node: "bench-a".into(), ..ReplicationConfig::default() };
     let local: Arc<dyn BlockStore> = Arc::new(FileStore::open(a)?);
     let primary = ReplicatedStore::connect_with_meta(local, link, cfg, Arc::new(Gate), meta_a).await?;
