@@ -317,37 +317,44 @@ impl Runner {
             self.fail_over(&format!("resource {resource} did not stop for its restart")).await;
             return;
         }
+        match self.start_with_retries(i, inv, "restart: start").await {
+            Attempts::Started => {
+                self.slots[i].state = "running";
+                self.slots[i].last_error.clear();
+                self.publish();
+            }
+            Attempts::Failed { detail, .. } => {
+                self.slots[i].state = "failed";
+                self.slots[i].last_error = detail;
+                self.fail_over(&format!("resource {resource} did not start again")).await;
+            }
+            Attempts::Fenced => self.stop_group(StopReason::Fence("deadline during restart".into()), true).await,
+        }
+    }
+
+    /// Starts resource i under `inv`, up to 1 + its `activation_retries` times (a fatal error ends the attempts);
+    /// each failed attempt is an event `"{what} of NAME failed (attempt k/n)"`.
+    async fn start_with_retries(&mut self, i: usize, inv: Invocation, what: &str) -> Attempts {
         self.slots[i].state = "starting";
         self.publish();
         let attempts = 1 + self.slots[i].config.activation_retries;
+        let mut detail = String::new();
         for attempt in 1..=attempts {
             match self.guarded(|s: &Self| s.start_resource(i, inv)).await {
-                Guarded::Done(Ok(())) => {
-                    self.slots[i].state = "running";
-                    self.slots[i].last_error.clear();
-                    self.publish();
-                    return;
-                }
+                Guarded::Done(Ok(())) => return Attempts::Started,
                 Guarded::Done(Err(e)) => {
-                    self.cx.events.record(
-                        &self.group.name,
-                        "resource",
-                        e.code(),
-                        format!("restart: start of {resource} failed (attempt {attempt}/{attempts}): {e}"),
-                    );
-                    self.slots[i].last_error = e.to_string();
+                    let name = &self.slots[i].config.name;
+                    let text = format!("{what} of {name} failed (attempt {attempt}/{attempts}): {e}");
+                    self.cx.events.record(&self.group.name, "resource", e.code(), text);
+                    detail = e.to_string();
                     if e.class() == ErrorClass::Fatal {
                         break;
                     }
                 }
-                Guarded::Fenced => {
-                    self.stop_group(StopReason::Fence("deadline during restart".into()), true).await;
-                    return;
-                }
+                Guarded::Fenced => return Attempts::Fenced,
             }
         }
-        self.slots[i].state = "failed";
-        self.fail_over(&format!("resource {resource} did not start again")).await;
+        Attempts::Failed { attempts, detail }
     }
 
     async fn leave(&mut self, target: Option<String>) {
@@ -800,58 +807,29 @@ impl Runner {
         self.set_role(Role::Starting, &format!("lease token {}", lease.token));
         let inv = Invocation { lease_token: Some(self.token) };
         for i in 0..self.slots.len() {
-            let attempts = 1 + self.slots[i].config.activation_retries;
-            let mut last = None;
-            self.slots[i].state = "starting";
-            self.publish();
-            for attempt in 1..=attempts {
-                let res = self.guarded(|s: &Self| s.start_resource(i, inv)).await;
-                match res {
-                    Guarded::Done(Ok(())) => {
-                        last = None;
-                        break;
-                    }
-                    Guarded::Done(Err(e)) => {
-                        let fatal = e.class() == ErrorClass::Fatal;
-                        self.cx.events.record(
-                            &self.group.name,
-                            "resource",
-                            e.code(),
-                            format!(
-                                "start of {} failed (attempt {attempt}/{attempts}): {e}",
-                                self.slots[i].config.name
-                            ),
-                        );
-                        last = Some(e.to_string());
-                        if fatal {
-                            break;
-                        }
-                    }
-                    Guarded::Fenced => {
-                        self.slots[i].state = "failed";
-                        self.stop_group(StopReason::Fence("deadline during start".into()), true).await;
-                        return;
-                    }
+            match self.start_with_retries(i, inv, "start").await {
+                Attempts::Started => {}
+                Attempts::Fenced => {
+                    self.slots[i].state = "failed";
+                    self.stop_group(StopReason::Fence("deadline during start".into()), true).await;
+                    return;
                 }
-            }
-            if let Some(detail) = last {
-                let e = GroupError::ActivationFailed {
-                    group: self.group.name.clone(),
-                    resource: self.slots[i].config.name.clone(),
-                    attempts,
-                    detail: detail.clone(),
-                };
-                self.slots[i].state = "failed";
-                self.slots[i].last_error = detail;
-                self.last_error = e.to_string();
-                self.cx.events.record(&self.group.name, "recovery", e.code(), format!("{e}; failing over"));
-                let final_action = self.slots[i].config.activation_final_action;
-                self.stop_group(StopReason::Failed, true).await;
-                self.failed_here = true;
-                self.set_vouch(true);
-                self.set_role(Role::Failed, "activation failed");
-                self.final_action(final_action, "activation failed").await;
-                return;
+                Attempts::Failed { attempts, detail } => {
+                    let e = GroupError::ActivationFailed {
+                        group: self.group.name.clone(),
+                        resource: self.slots[i].config.name.clone(),
+                        attempts,
+                        detail: detail.clone(),
+                    };
+                    self.resource_failed(i, &e, detail, "; failing over");
+                    let final_action = self.slots[i].config.activation_final_action;
+                    self.stop_group(StopReason::Failed, true).await;
+                    self.failed_here = true;
+                    self.set_vouch(true);
+                    self.set_role(Role::Failed, "activation failed");
+                    self.final_action(final_action, "activation failed").await;
+                    return;
+                }
             }
             self.slots[i].state = "running";
             self.slots[i].last_error.clear();
@@ -1012,16 +990,22 @@ impl Runner {
                         attempts,
                         detail: detail.clone(),
                     };
-                    self.slots[i].state = "failed";
-                    self.slots[i].last_error = detail;
-                    self.last_error = e.to_string();
-                    self.cx.events.record(&self.group.name, "recovery", e.code(), e.to_string());
+                    self.resource_failed(i, &e, detail, "");
                     let action = self.slots[i].config.deactivation_final_action;
                     self.final_action(action, "a resource did not stop").await;
                 }
             }
         }
         all
+    }
+
+    /// Resource i failed for good (`e`: its activation or deactivation failed): marks it, keeps the error for the
+    /// status and records the event (`e`, then `suffix`).
+    fn resource_failed(&mut self, i: usize, e: &GroupError, detail: String, suffix: &str) {
+        self.slots[i].state = "failed";
+        self.slots[i].last_error = detail;
+        self.last_error = e.to_string();
+        self.cx.events.record(&self.group.name, "recovery", e.code(), format!("{e}{suffix}"));
     }
 
     async fn final_action(&self, action: FinalAction, why: &str) {
@@ -1078,6 +1062,18 @@ impl Runner {
             Err(poisoned) => *poisoned.into_inner() = view,
         }
     }
+}
+
+/// How the start attempts of one resource ended.
+enum Attempts {
+    Started,
+    /// Every attempt failed (or one was fatal); `detail` is the last error.
+    Failed {
+        attempts: u32,
+        detail: String,
+    },
+    /// The lease deadline came during a start.
+    Fenced,
 }
 
 enum Guarded<T> {

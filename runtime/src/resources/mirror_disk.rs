@@ -753,10 +753,11 @@ impl GroupResource for MirrorDiskResource {
         let disk = self.ensure_disk(&mut state).await?;
         self.stop_secondary(&mut state).await;
         let promoted = self.promote(&mut state, &disk).await;
-        if promoted.is_err()
-            && let Err(e) = self.ensure_secondary(&mut state, &disk).await
-        {
-            tracing::warn!(resource = %self.shared.name, code = e.code, "mirror_disk: {e}");
+        if promoted.is_err() {
+            self.shared.env.token.set(None);
+            if let Err(e) = self.ensure_secondary(&mut state, &disk).await {
+                tracing::warn!(resource = %self.shared.name, code = e.code, "mirror_disk: {e}");
+            }
         }
         promoted
     }
