@@ -36,13 +36,18 @@ pub struct ResyncProgress {
     pub failed_pieces: u64,
 }
 
+/// `done` of `total` in percent, 0..=100 (100 when there is nothing to do); for resync and verify progress.
+pub(crate) fn percent(done: u64, total: u64) -> u8 {
+    if total == 0 {
+        return 100;
+    }
+    (done.min(total) * 100 / total) as u8
+}
+
 impl ResyncProgress {
     /// Percentage done, 0..=100 (100 when there is nothing to do).
     pub fn percent(&self) -> u8 {
-        if self.total_bytes == 0 {
-            return 100;
-        }
-        (self.done_bytes.min(self.total_bytes) * 100 / self.total_bytes) as u8
+        percent(self.done_bytes, self.total_bytes)
     }
 
     pub(crate) fn advance(&mut self, bytes: u64, started: Instant) {

@@ -41,10 +41,7 @@ pub struct VerifyProgress {
 impl VerifyProgress {
     /// Percentage done, 0..=100.
     pub fn percent(&self) -> u8 {
-        if self.total_bytes == 0 {
-            return 100;
-        }
-        (self.checked_bytes.min(self.total_bytes) * 100 / self.total_bytes) as u8
+        super::resync::percent(self.checked_bytes, self.total_bytes)
     }
 }
 
