@@ -181,6 +181,17 @@ impl Cluster {
         self.dir.path().join(format!("state-{}", name(i))).join(GROUP).join("data.nbd")
     }
 
+    /// The Outdated mark of mirror disk `resource` in the group's lease item: (node, generation), if any.
+    pub fn outdated_mark(&self, resource: &str) -> Result<Option<(String, u64)>> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let store =
+                tandem_runtime::membership::lease::LeaseStore::new(dynamodb(&self.moto.endpoint()).await, TABLE);
+            let record = store.read(GROUP).await.map_err(|e| format!("[{}] {e}", e.code()))?;
+            Ok(record.and_then(|r| r.outdated_mark(resource).map(|m| (m.node.clone(), m.generation))))
+        })
+    }
+
     /// `tandemctl mirror status data --json` on node i: the disk's object.
     pub fn mirror_status(&self, i: usize) -> Result<Value> {
         let out = self.ctl(i, &["mirror", "status", "data", "--json"])?;
@@ -440,16 +451,21 @@ fn write_certs(dir: &Path, bed: &Testbed, nodes: usize) -> Result<()> {
     Ok(())
 }
 
+/// A DynamoDB client for the bed's moto.
+async fn dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&conf)
+}
+
 fn create_table(endpoint: &str) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(endpoint)
-            .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
-            .load()
-            .await;
-        let client = aws_sdk_dynamodb::Client::new(&conf);
+        let client = dynamodb(endpoint).await;
         use aws_sdk_dynamodb::types::{
             AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
         };

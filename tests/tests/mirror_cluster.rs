@@ -124,6 +124,9 @@ fn a_fresh_pair_syncs_fails_over_without_losing_writes_and_resyncs_only_what_cha
     write(&c.mirror_export(b), 0xb2, 8 * MIB, 2 * MIB)?;
     let s = st(&c, b);
     assert_eq!((s["link"].as_str(), s["dirty_bytes"].as_u64()), (Some("degraded"), Some(2 * MIB)), "{s:#}");
+    // Before that first degraded write was acknowledged, the dead node was marked outdated at b's new generation.
+    let generation = s["generation"].as_u64();
+    assert_eq!(c.outdated_mark("data")?, Some((format!("n{a}"), generation.unwrap_or(0))), "{s:#}");
 
     // The old active returns as the secondary and gets the 2 MiB it missed, not the whole disk.
     c.start_node(a)?;
@@ -136,6 +139,10 @@ fn a_fresh_pair_syncs_fails_over_without_losing_writes_and_resyncs_only_what_cha
     assert!((2 * MIB..DISK).contains(&resynced), "resynced {resynced} bytes for 2 MiB dirty: {s:#}");
     println!("bitmap resync: {resynced} bytes resynced for {} dirty bytes", 2 * MIB);
     assert_eq!(std::fs::read(c.mirror_data(a))?, std::fs::read(c.mirror_data(b))?, "replicas differ after the resync");
+    // The returning node holds b's generation now: its mark is obsolete and goes.
+    wait_until(SYNC, "the obsolete Outdated mark to be cleared", || {
+        c.outdated_mark("data").is_ok_and(|m| m.is_none())
+    })?;
 
     // Online verify on the primary finds nothing to repair.
     let report = ctl_ok(&c, b, &["mirror", "verify", "data"])?;
@@ -160,6 +167,7 @@ fn after_a_partition_the_outdated_replica_is_never_promoted_and_a_split_brain_is
     c.bed.cut(0, 1)?;
     write(&c.mirror_export(a), 0xc3, 0, MIB)?;
     assert_eq!(st(&c, a)["link"], "degraded");
+    assert_eq!(c.outdated_mark("data")?.map(|m| m.0), Some(format!("n{b}")), "the cut standby is marked outdated");
     assert!(!all(&file_range(&c.mirror_data(b), 0, MIB)?, 0xc3), "the cut standby got the write");
 
     // The active dies during the partition. The standby wins the lease but must not promote its stale replica.

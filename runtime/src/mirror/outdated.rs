@@ -165,6 +165,14 @@ impl PeerLossGate for LeaseOutdatedGate {
     async fn mark_peer_outdated(&self, generation: u64) -> Result<(), String> {
         self.mark(generation).await.map_err(|e| format!("{}: {e}", e.code()))
     }
+
+    /// Clears the peer's mark if it still names the peer at `generation` (`LeaseStore::clear_outdated`).
+    async fn peer_caught_up(&self, generation: u64) -> Result<(), String> {
+        self.store
+            .clear_outdated(&self.group, &self.resource, &self.peer, generation)
+            .await
+            .map_err(|e| format!("{}: {e}", e.code()))
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use crate::mirror::generations::GenState;
 use crate::mirror::meta::{DEFAULT_GRANULARITY, DiskState, Meta, MetaError, Role, SharedMeta};
 use crate::mirror::nbd::{Export, bind_unix, serve_unix};
 use crate::mirror::replication::{
-    PeerLossGate, ReplicatedStore, ReplicationConfig, ReplicationError, ReplicationState, ResyncProgress,
+    PeerLossGate, ReplicatedStore, ReplicationConfig, ReplicationError, ReplicationState, ResyncPhase, ResyncProgress,
     SecondaryConfig, accept_tls, connect_tls, serve_secondary_meta,
 };
 use crate::mirror::store::{BlockStore, FileStore, StoreError, WriteBuf};
@@ -685,6 +685,8 @@ impl MirrorDiskResource {
             None => None,
         };
         self.shared.links.send_modify(|n| *n += 1);
+        let first = Arc::clone(&*active.current.read().await);
+        tokio::spawn(clear_mark_after_resync(Arc::clone(&self.shared), first, disk.meta.clone()));
         let reconnect = tokio::spawn(reconnect_loop(Arc::clone(&self.shared), Arc::clone(&active), disk.clone()));
         state.primary = Some(Primary { store: active, export, reconnect, sock: self.sock.clone(), attached });
         Ok(())
@@ -922,6 +924,21 @@ async fn secondary_loop(shared: Arc<Shared>, listener: TcpListener, disk: Disk, 
     }
 }
 
+/// Once the resync of a link that made this node the source is done, the peer holds this node's current generation:
+/// its Outdated mark in the lease is obsolete and is cleared (best effort; a mark left behind is harmless).
+async fn clear_mark_after_resync(shared: Arc<Shared>, store: Arc<ReplicatedStore>, meta: SharedMeta) {
+    let done = store.wait_resync().await;
+    if done.phase != ResyncPhase::Done || !done.decision.is_some_and(|d| d.is_source()) {
+        return;
+    }
+    let generation = meta.superblock().current;
+    match shared.env.gate.peer_caught_up(generation).await {
+        Ok(()) => tracing::info!(resource = %shared.name, peer = %shared.env.peer_name,
+            "mirror_disk: the peer caught up; its Outdated mark is cleared"),
+        Err(e) => tracing::warn!(resource = %shared.name, "mirror_disk: clearing the peer's Outdated mark: {e}"),
+    }
+}
+
 /// A degraded primary relinks to the peer: the new link's handshake resyncs the peer from the bitmap.
 async fn reconnect_loop(shared: Arc<Shared>, active: Arc<ActiveStore>, disk: Disk) {
     let env = &shared.env;
@@ -941,8 +958,10 @@ async fn reconnect_loop(shared: Arc<Shared>, active: Arc<ActiveStore>, disk: Dis
         match ReplicatedStore::connect_with_meta(Arc::clone(&disk.store), link, cfg, gate, disk.meta.clone()).await {
             Ok(store) => {
                 current.shutdown();
-                *current = Arc::new(store);
+                let store = Arc::new(store);
+                *current = Arc::clone(&store);
                 drop(current);
+                tokio::spawn(clear_mark_after_resync(Arc::clone(&shared), store, disk.meta.clone()));
                 tracing::info!(resource = %shared.name, peer = %env.peer_name, "mirror_disk: the peer is back");
                 shared.links.send_modify(|n| *n += 1);
             }

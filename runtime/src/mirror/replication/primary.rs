@@ -91,6 +91,12 @@ pub trait PeerLossGate: Send + Sync {
     /// The primary picks it once, before the first attempt, passes the same value to every retry, and adopts exactly
     /// it in its metadata after the gate succeeded. An `Err` holds the writes; the call is retried until it succeeds.
     async fn mark_peer_outdated(&self, generation: u64) -> Result<(), String>;
+
+    /// The peer completed a resync and now holds `generation` (this node's current one): a mark naming it at that
+    /// generation is obsolete and may go. Best effort: a failure is only logged (the mark is harmless then).
+    async fn peer_caught_up(&self, _generation: u64) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The replication state of a [`ReplicatedStore`].
