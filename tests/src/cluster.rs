@@ -428,27 +428,9 @@ fn mirror_disk(nodes: usize, dir: &str) -> String {
 
 /// A cluster CA and one certificate per node (name and IP as subject alternative names), as tandem_cluster makes.
 fn write_certs(dir: &Path, bed: &Testbed, nodes: usize) -> Result<()> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-    let ca_params = || {
-        let mut p = CertificateParams::default();
-        p.distinguished_name.push(DnType::CommonName, "fault-test CA");
-        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        p
-    };
-    let ca_key = KeyPair::generate()?;
-    let ca = ca_params().self_signed(&ca_key)?;
-    std::fs::write(dir.join("ca.crt"), ca.pem())?;
-    let issuer = Issuer::new(ca_params(), ca_key);
-    for i in 0..nodes {
-        let key = KeyPair::generate()?;
-        let mut p = CertificateParams::new(vec![name(i), bed.node_addr(i).to_string()])?;
-        p.distinguished_name.push(DnType::CommonName, name(i));
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = p.signed_by(&key, &issuer)?;
-        std::fs::write(dir.join(format!("{}.crt", name(i))), cert.pem())?;
-        std::fs::write(dir.join(format!("{}.key", name(i))), key.serialize_pem())?;
-    }
-    Ok(())
+    let names: Vec<(String, Vec<String>)> =
+        (0..nodes).map(|i| (name(i), vec![name(i), bed.node_addr(i).to_string()])).collect();
+    crate::certs::write(dir, &names)
 }
 
 /// A DynamoDB client for the bed's moto.

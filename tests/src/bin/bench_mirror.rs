@@ -22,21 +22,24 @@
 //! Then the **initial full sync rate**: image A (now holding the benchmark's data, metadata UpToDate) fully synced
 //! to a fresh B (new metadata, Inconsistent) over 127.0.0.1 TCP, against the baseline of copying A locally onto
 //! the same allocated B (`qemu-img convert -n`, then `fdatasync`), both measured in this run. `--sync-only` runs
-//! this part alone.
+//! this part alone. `--tls` runs every peer link over TLS 1.3 with test certificates of a cluster CA, as tandemd
+//! does (`mirror::replication::{connect_tls, accept_tls}` with the node's `PeerTls`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tandem_runtime::daemon::peer::PeerTls;
 use tandem_runtime::mirror::meta::{DEFAULT_GRANULARITY, DiskState, Meta, SharedMeta};
 use tandem_runtime::mirror::nbd::{Export, bind_unix, serve_unix};
 use tandem_runtime::mirror::replication::{
     PeerLossGate, ReplicatedStore, ReplicationConfig, ReplicationError, ReplicationState, SecondaryConfig, Stats,
-    serve_secondary, serve_secondary_meta,
+    accept_tls, connect_tls, serve_secondary_meta, serve_secondary_with,
 };
 use tandem_runtime::mirror::store::{BlockStore, FileStore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tandem_tests::certs;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -55,10 +58,11 @@ struct Args {
     dir: PathBuf,
     quick: bool,
     sync_only: bool,
+    tls: bool,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { size_mib: 1024, dir: std::env::temp_dir(), quick: false, sync_only: false };
+    let mut args = Args { size_mib: 1024, dir: std::env::temp_dir(), quick: false, sync_only: false, tls: false };
     let mut size_given = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -70,6 +74,7 @@ fn parse_args() -> Result<Args> {
             "--dir" => args.dir = PathBuf::from(it.next().ok_or("--dir needs a value")?),
             "--quick" => args.quick = true,
             "--sync-only" => args.sync_only = true,
+            "--tls" => args.tls = true,
             "-h" | "--help" => {
                 println!("usage: bench_mirror [--size-mib N] [--dir DIR] [--quick]");
                 std::process::exit(0);
@@ -182,7 +187,7 @@ impl Servers {
         format!("nbd+unix:///{name}?socket={}", self.dir.join(format!("{name}.sock")).display())
     }
 
-    async fn start(dir: &Path, a: &Path, b: &Path) -> Result<Servers> {
+    async fn start(dir: &Path, a: &Path, b: &Path, tls: Option<&Tls>) -> Result<Servers> {
         let base_sock = dir.join("base.sock");
         let qemu_nbd = tokio::process::Command::new("qemu-nbd")
             .args(["--persistent", "--format=raw", "--cache=writeback", "--aio=threads", "--export-name=base"])
@@ -193,7 +198,7 @@ impl Servers {
             .spawn()
             .map_err(|e| format!("starting qemu-nbd (apt-get install qemu-utils): {e}"))?;
 
-        let (secondary, link) = link_to_secondary(b, None).await?;
+        let (secondary, link) = link_to_secondary(b, None, tls).await?;
         let cfg = ReplicationConfig { node: "bench-a".into(), ..ReplicationConfig::default() };
         let local: Arc<dyn BlockStore> = Arc::new(FileStore::open(a)?);
         let primary = Arc::new(ReplicatedStore::connect(local, link, cfg, Arc::new(Gate)).await?);
@@ -360,15 +365,16 @@ async fn run(args: &Args) -> Result<()> {
     create_image(&a, size)?;
     create_image(&b, size)?;
 
+    let tls = if args.tls { Some(Tls::make(work.path())?) } else { None };
     if args.sync_only {
         // Data, not zeroes, as after the workloads (a sync must not get cheaper for zero chunks).
         fill_image(&a, size, 0x5a)?;
-        return initial_sync(work.path(), &a, &b, size).await;
+        return initial_sync(work.path(), &a, &b, size, tls.as_ref()).await;
     }
     let rtt = loopback_rtt(1000).await?;
     println!("loopback TCP round trip (median of 1000): {:.1} µs", rtt.as_secs_f64() * 1e6);
 
-    let servers = Servers::start(work.path(), &a, &b).await?;
+    let servers = Servers::start(work.path(), &a, &b, tls.as_ref()).await?;
     let (target, reps) = if args.quick { (0.5, 1) } else { (3.0, 3) };
     let mut rows = Vec::new();
     let mut bytes_sent = 0u64;
@@ -410,37 +416,71 @@ async fn run(args: &Args) -> Result<()> {
     }
     let stats = servers.stop().await?;
     report(&rows, rtt, args, stats, bytes_sent);
-    initial_sync(work.path(), &a, &b, size).await?;
+    initial_sync(work.path(), &a, &b, size, tls.as_ref()).await?;
     Ok(())
 }
 
-/// A secondary over image `b` (with its metadata, if any) on 127.0.0.1, and the primary's connected link to it.
+/// A peer link: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+type Link = Box<dyn Stream>;
+
+/// Both ends' TLS, from test certificates of one CA (as tandemd loads them from its secrets).
+struct Tls {
+    primary: PeerTls,
+    secondary: PeerTls,
+}
+
+impl Tls {
+    fn make(dir: &Path) -> Result<Tls> {
+        let names = [
+            ("bench-a".to_string(), vec!["bench-a".to_string()]),
+            ("bench-b".to_string(), vec!["bench-b".to_string()]),
+        ];
+        certs::write(dir, &names)?;
+        Ok(Tls {
+            primary: PeerTls::load(&certs::secrets(dir, "bench-a"))?,
+            secondary: PeerTls::load(&certs::secrets(dir, "bench-b"))?,
+        })
+    }
+}
+
+/// A secondary over image `b` (with its metadata, if any) on 127.0.0.1, and the primary's connected link to it
+/// (over TLS with `tls`).
 async fn link_to_secondary(
     b: &Path,
     meta: Option<SharedMeta>,
-) -> Result<(JoinHandle<std::result::Result<Stats, ReplicationError>>, TcpStream)> {
+    tls: Option<&Tls>,
+) -> Result<(JoinHandle<std::result::Result<Stats, ReplicationError>>, Link)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let store_b: Arc<dyn BlockStore> = Arc::new(FileStore::open(b)?);
+    let server = tls.map(|t| Arc::clone(&t.secondary.server));
     let secondary = tokio::spawn(async move {
         let io = |source| ReplicationError::Io { during: "accepting the benchmark's peer link", source };
-        let (stream, _) = listener.accept().await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
+        let (tcp, _) = listener.accept().await.map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let stream: Link = match server {
+            Some(server) => Box::new(accept_tls(tcp, server).await?),
+            None => Box::new(tcp),
+        };
+        let cfg = SecondaryConfig { node: "bench-b".into(), ..SecondaryConfig::default() };
         match meta {
-            Some(meta) => {
-                let cfg = SecondaryConfig { node: "bench-b".into(), ..SecondaryConfig::default() };
-                serve_secondary_meta(stream, store_b, cfg, meta).await
-            }
-            None => serve_secondary(stream, store_b).await,
+            Some(meta) => serve_secondary_meta(stream, store_b, cfg, meta).await,
+            None => serve_secondary_with(stream, store_b, cfg).await,
         }
     });
-    let link = TcpStream::connect(addr).await?;
-    link.set_nodelay(true)?;
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let link: Link = match tls {
+        Some(t) => Box::new(connect_tls(tcp, Arc::clone(&t.primary.client), "bench-b").await?),
+        None => Box::new(tcp),
+    };
     Ok((secondary, link))
 }
 
 /// The initial full sync of A to a fresh B, against copying A locally; prints both rates and their ratio.
-async fn initial_sync(dir: &Path, a: &Path, b: &Path, size: u64) -> Result<()> {
+async fn initial_sync(dir: &Path, a: &Path, b: &Path, size: u64, tls: Option<&Tls>) -> Result<()> {
     sync_images(&[a, b])?;
     let started = Instant::now();
     let out = tokio::process::Command::new("qemu-img")
@@ -464,7 +504,7 @@ async fn initial_sync(dir: &Path, a: &Path, b: &Path, size: u64) -> Result<()> {
     let (meta_a, meta_b) = (SharedMeta::new(meta_a), SharedMeta::new(meta_b));
     sync_images(&[a, b])?;
     let started = Instant::now();
-    let (secondary, link) = link_to_secondary(b, Some(meta_b)).await?;
+    let (secondary, link) = link_to_secondary(b, Some(meta_b), tls).await?;
     let cfg = ReplicationConfig { node: "bench-a".into(), ..ReplicationConfig::default() };
     let local: Arc<dyn BlockStore> = Arc::new(FileStore::open(a)?);
     let primary = ReplicatedStore::connect_with_meta(local, link, cfg, Arc::new(Gate), meta_a).await?;
@@ -475,10 +515,11 @@ async fn initial_sync(dir: &Path, a: &Path, b: &Path, size: u64) -> Result<()> {
     let rate = |secs: f64| size as f64 / MIB as f64 / secs;
     println!();
     println!(
-        "initial full sync ({:?}, {} MiB over loopback TCP, no TLS): {sync_secs:.2} s = {:.0} MiB/s; local copy \
+        "initial full sync ({:?}, {} MiB over loopback TCP, {}): {sync_secs:.2} s = {:.0} MiB/s; local copy \
          onto B (qemu-img convert -n + fdatasync): {copy_secs:.2} s = {:.0} MiB/s; sync / copy = {:.2}",
         progress.decision,
         progress.total_bytes / MIB,
+        if tls.is_some() { "TLS 1.3" } else { "no TLS" },
         rate(sync_secs),
         rate(copy_secs),
         copy_secs / sync_secs
@@ -491,10 +532,11 @@ fn report(rows: &[Row], rtt: Duration, args: &Args, stats: Option<Stats>, bytes_
     let build = if cfg!(debug_assertions) { "debug" } else { "release" };
     println!();
     println!(
-        "{build} build; image {} MiB in {}; {} run(s) per cell, median; loopback RTT {rtt_us:.1} µs",
+        "{build} build; image {} MiB in {}; {} run(s) per cell, median; loopback RTT {rtt_us:.1} µs; peer link {}",
         args.size_mib,
         args.dir.display(),
-        if args.quick { 1 } else { 3 }
+        if args.quick { 1 } else { 3 },
+        if args.tls { "TLS 1.3" } else { "plain TCP" }
     );
     println!();
     println!(
