@@ -13,17 +13,9 @@ pub const VERIFY_WINDOW: usize = 16;
 /// Differing chunk offsets kept in the report.
 pub const VERIFY_FIRST: usize = 16;
 
-/// Where a verify is.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum VerifyPhase {
-    /// No verify ran on this store yet.
-    #[default]
-    Idle,
-    Running,
-    Done,
-    /// The link was lost or a local read failed; what was found so far is marked.
-    Aborted(String),
-}
+/// Where a verify is: the same phases as a resync (Idle: none ran on this store yet; Aborted: the link was lost or
+/// a local read failed, and what was found so far is marked).
+pub type VerifyPhase = super::resync::ResyncPhase;
 
 /// A snapshot of the running (or last) verify.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
