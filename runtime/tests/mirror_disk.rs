@@ -4,8 +4,11 @@
 
 #[path = "support/ocf.rs"]
 mod ocf;
+#[path = "support/qemu.rs"]
+mod qemu;
 
 use ocf::conformance;
+use qemu::{assert_range, have_qemu, qemu_io_ok};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,33 +141,6 @@ impl Pair {
 
 fn url(r: &MirrorDiskResource) -> String {
     format!("nbd+unix:///{NAME}?socket={}", r.socket_path().display())
-}
-
-fn have_qemu() -> bool {
-    if std::process::Command::new("qemu-io").arg("--version").output().is_err() {
-        eprintln!("SKIP: qemu-io is not installed (apt-get install qemu-utils)");
-        return false;
-    }
-    true
-}
-
-async fn qemu_io_ok(url: &str, cmds: &[&str]) -> String {
-    let mut cmd = tokio::process::Command::new("qemu-io");
-    cmd.args(["-f", "raw", url]);
-    for c in cmds {
-        cmd.args(["-c", c]);
-    }
-    let out = cmd.output().await.expect("run qemu-io");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "qemu-io failed: {text}");
-    assert!(!text.contains("failed") && !text.contains("error"), "qemu-io reported a failure: {text}");
-    text
-}
-
-fn assert_range(bytes: &[u8], from: usize, len: usize, value: u8) {
-    if let Some(i) = bytes[from..from + len].iter().position(|b| *b != value) {
-        panic!("byte {} is {:#04x}, expected {value:#04x}", from + i, bytes[from + i]);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

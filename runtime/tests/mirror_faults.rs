@@ -15,7 +15,10 @@
 
 #[path = "support/faults.rs"]
 mod faults;
+#[path = "support/qemu.rs"]
+mod qemu;
 
+use qemu::{assert_range, have_qemu, qemu_io, qemu_io_ok, qemu_io_with};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,14 +45,6 @@ const LIMIT: Duration = Duration::from_secs(30);
 const NO_SPACE: &str = "No space left on device";
 const IO_ERROR: &str = "Input/output error";
 
-fn have_qemu() -> bool {
-    if std::process::Command::new("qemu-io").arg("--version").output().is_err() {
-        eprintln!("SKIP: qemu-io is not installed (apt-get install qemu-utils)");
-        return false;
-    }
-    true
-}
-
 /// A tmpfs of `size` bytes, or `None` after printing why the test is skipped.
 fn tmpfs(size: usize) -> Option<Tmpfs> {
     match Tmpfs::mount(size as u64) {
@@ -59,30 +54,6 @@ fn tmpfs(size: usize) -> Option<Tmpfs> {
             None
         }
     }
-}
-
-/// Run qemu-io with these commands (within 30 s); returns (exit success, stdout + stderr).
-async fn qemu_io(url: &str, cmds: &[&str]) -> (bool, String) {
-    qemu_io_args(url, &[], cmds).await
-}
-
-/// [`qemu_io`] with extra options before the image (e.g. `-t writeback`: qemu-io's default cache mode is
-/// writethrough, which makes every write FUA).
-async fn qemu_io_args(url: &str, opts: &[&str], cmds: &[&str]) -> (bool, String) {
-    let mut cmd = tokio::process::Command::new("qemu-io");
-    cmd.args(opts).args(["-f", "raw", url]).kill_on_drop(true);
-    for c in cmds {
-        cmd.args(["-c", c]);
-    }
-    let out = tokio::time::timeout(LIMIT, cmd.output()).await.expect("qemu-io completes within 30 s").expect("run");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-/// qemu-io succeeded and reported no failure.
-async fn qemu_io_ok(url: &str, cmds: &[&str]) -> String {
-    let (ok, text) = qemu_io(url, cmds).await;
-    assert!(ok && !text.contains("failed"), "qemu-io reported a failure for {cmds:?}: {text}");
-    text
 }
 
 /// qemu-io failed, and exactly `failures` commands reported "`what` failed: `error`".
@@ -100,12 +71,6 @@ async fn qemu_io_fails(url: &str, cmds: &[&str], what: &str, error: &str, failur
 async fn qemu_io_flush_fails(url: &str, cmds: &[&str]) {
     let (ok, text) = qemu_io(url, cmds).await;
     assert!(!ok && !text.contains("failed"), "only the flush must fail for {cmds:?}: {text}");
-}
-
-fn assert_range(bytes: &[u8], from: usize, len: usize, value: u8) {
-    if let Some(i) = bytes[from..from + len].iter().position(|b| *b != value) {
-        panic!("byte {} is {:#04x}, expected {value:#04x}", from + i, bytes[from + i]);
-    }
 }
 
 fn assert_identical(a: &Path, b: &Path, when: &str) {
@@ -544,7 +509,7 @@ async fn a_failed_flush_on_the_secondary_marks_every_write_since_its_last_flush_
     // Acknowledged by B (in its page cache), then B's fdatasync fails: those bytes may never reach B's disk.
     // (Writeback cache: qemu-io's default, writethrough, sends every write with FUA, durable on B by itself.)
     store_b.inject(Fault::errno(EIO).on(&[OpKind::Flush]));
-    let (ok, text) = qemu_io_args(&link.url(), &["-t", "writeback"], &["write -P 0x22 1M 64k", "flush"]).await;
+    let (ok, text) = qemu_io_with(&["-t", "writeback"], &link.url(), &["write -P 0x22 1M 64k", "flush"]).await;
     assert!(ok && !text.contains("failed"), "the flush is acknowledged degraded: {text}");
     assert_eq!(link.degraded_code().0, "TDM-MIR-035");
     let dirty = link.primary.dirty();

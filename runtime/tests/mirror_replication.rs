@@ -2,6 +2,9 @@
 //! socket) of a `ReplicatedStore` over backing file A, whose peer link is a 127.0.0.1 TCP connection to
 //! `serve_secondary` over backing file B. After each client run the two files are compared byte for byte.
 
+#[path = "support/qemu.rs"]
+mod qemu;
+use qemu::{assert_range, have_qemu, qemu_io_cmd, qemu_io_ok};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -140,41 +143,6 @@ async fn mirror_with(
     let export = Arc::new(Export::new(NAME, Arc::clone(&primary) as Arc<dyn BlockStore>));
     let export = tokio::spawn(serve_unix(bind_unix(&sock).expect("bind unix"), export));
     Mirror { _dir: dir, a, b, sock, primary, secondary, export, gate }
-}
-
-fn have_qemu() -> bool {
-    if std::process::Command::new("qemu-io").arg("--version").output().is_err() {
-        eprintln!("SKIP: qemu-io is not installed (apt-get install qemu-utils)");
-        return false;
-    }
-    true
-}
-
-fn qemu_io_cmd(url: &str, cmds: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new("qemu-io");
-    cmd.args(["-f", "raw", url]).kill_on_drop(true);
-    for c in cmds {
-        cmd.args(["-c", c]);
-    }
-    cmd
-}
-
-/// Run qemu-io to completion (within 30 s) and check it reported no failure.
-async fn qemu_io_ok(url: &str, cmds: &[&str]) -> String {
-    let out = tokio::time::timeout(LIMIT, qemu_io_cmd(url, cmds).output())
-        .await
-        .expect("qemu-io completes within 30 s")
-        .expect("run qemu-io");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "qemu-io failed: {text}");
-    assert!(!text.contains("failed"), "qemu-io reported a failure: {text}");
-    text
-}
-
-fn assert_range(bytes: &[u8], from: usize, len: usize, value: u8) {
-    if let Some(i) = bytes[from..from + len].iter().position(|b| *b != value) {
-        panic!("byte {} is {:#04x}, expected {value:#04x}", from + i, bytes[from + i]);
-    }
 }
 
 /// A store in front of a backing file: writes (all, or only those at `delay_at`) first wait `delay`; a write at
@@ -394,7 +362,7 @@ async fn a_failing_gate_holds_the_client_write_until_it_succeeds() {
     m.secondary.abort();
     tokio::time::timeout(LIMIT, m.primary.wait_degraded()).await.expect("degraded");
 
-    let mut client = qemu_io_cmd(&m.url(), &["write -P 0x77 0 4k"])
+    let mut client = qemu_io_cmd(&[], &m.url(), &["write -P 0x77 0 4k"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start qemu-io");

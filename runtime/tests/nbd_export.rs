@@ -2,6 +2,9 @@
 //! requests. The export runs in-process, on a Unix socket in a tempdir and on 127.0.0.1:0; the backing file's bytes
 //! are then checked directly.
 
+#[path = "support/qemu.rs"]
+mod qemu;
+use qemu::{assert_range, have_qemu, qemu_io, qemu_io_ok, qemu_io_with};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,45 +76,6 @@ async fn serve_with(
     let tcp_addr = tcp.local_addr().expect("local addr");
     let tasks = vec![tokio::spawn(serve_unix(unix, Arc::clone(&export))), tokio::spawn(serve_tcp(tcp, export))];
     Served { _dir: dir, backing, sock, tcp: tcp_addr, tasks }
-}
-
-fn have_qemu() -> bool {
-    for tool in ["qemu-io", "qemu-img"] {
-        if std::process::Command::new(tool).arg("--version").output().is_err() {
-            eprintln!("SKIP: {tool} is not installed (apt-get install qemu-utils)");
-            return false;
-        }
-    }
-    true
-}
-
-/// Run qemu-io with these commands; returns (exit success, stdout+stderr).
-async fn qemu_io(url: &str, cmds: &[&str]) -> (bool, String) {
-    qemu_io_with(&[], url, cmds).await
-}
-
-async fn qemu_io_with(options: &[&str], url: &str, cmds: &[&str]) -> (bool, String) {
-    let mut cmd = tokio::process::Command::new("qemu-io");
-    cmd.args(options).args(["-f", "raw", url]);
-    for c in cmds {
-        cmd.args(["-c", c]);
-    }
-    let out = cmd.output().await.expect("run qemu-io");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-async fn qemu_io_ok(url: &str, cmds: &[&str]) -> String {
-    let (ok, text) = qemu_io(url, cmds).await;
-    assert!(ok, "qemu-io failed: {text}");
-    assert!(!text.contains("failed"), "qemu-io reported a failure: {text}");
-    text
-}
-
-fn assert_range(bytes: &[u8], from: usize, len: usize, value: u8) {
-    if let Some(i) = bytes[from..from + len].iter().position(|b| *b != value) {
-        panic!("byte {} is {:#04x}, expected {value:#04x}", from + i, bytes[from + i]);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,17 @@ const BLOCK: u64 = 4096;
 const SECTOR: usize = 512;
 const FLUSH_EVERY: usize = 64;
 
+/// Whether qemu-io is installed; prints why the test is skipped when not.
+pub fn have_qemu_io() -> bool {
+    match Command::new("qemu-io").arg("--version").output() {
+        Ok(out) if out.status.success() => true,
+        _ => {
+            println!("SKIP: qemu-io is not installed (apt-get install qemu-utils)");
+            false
+        }
+    }
+}
+
 /// A small deterministic generator (xorshift64*), so a failing round can be replayed from its seed.
 struct Rng(u64);
 

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use tandem_tests::ack_journal::{WriteStream, check};
+use tandem_tests::ack_journal::{WriteStream, check, have_qemu_io};
 use tandem_tests::cluster::{Cluster, Options, Result};
 use tandem_tests::nodes::wait_until;
 
@@ -21,16 +21,6 @@ const SYNC: Duration = Duration::from_secs(40);
 
 fn other(i: usize) -> usize {
     1 - i
-}
-
-fn have_qemu_io() -> bool {
-    match Command::new("qemu-io").arg("--version").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            println!("SKIP: qemu-io is not installed (apt-get install qemu-utils)");
-            false
-        }
-    }
 }
 
 /// Runs qemu-io commands against the export at `sock`; the output must show no error.

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tandem_tests::ack_journal::{WriteStream, check};
+use tandem_tests::ack_journal::{WriteStream, check, have_qemu_io};
 use tandem_tests::nodes::NodeProcess;
 
 const IMAGE: u64 = 16 * 1024 * 1024;
@@ -35,16 +35,6 @@ const STEP: Duration = Duration::from_secs(15);
 /// The `mirror_node` binary: cargo builds a package's binaries before its integration tests and says where.
 fn mirror_node() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mirror_node"))
-}
-
-fn have_qemu_io() -> bool {
-    match Command::new("qemu-io").arg("--version").output() {
-        Ok(out) if out.status.success() => true,
-        _ => {
-            println!("SKIP: qemu-io is not installed (apt-get install qemu-utils)");
-            false
-        }
-    }
 }
 
 /// A zero-filled image file.
