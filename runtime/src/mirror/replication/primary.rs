@@ -425,10 +425,7 @@ impl ReplicatedStore {
         let report = tally.finish(started);
         s.verify.send_modify(|p| {
             p.elapsed = started.elapsed();
-            p.phase = match &outcome {
-                Ok(()) => VerifyPhase::Done,
-                Err(reason) => VerifyPhase::Aborted(reason.clone()),
-            };
+            p.phase = VerifyPhase::ended(&outcome);
         });
         match outcome {
             Ok(()) => {
@@ -1035,10 +1032,7 @@ async fn resync_loop(shared: Arc<Shared>) {
     };
     shared.resync.send_modify(|p| {
         p.elapsed = started.elapsed();
-        p.phase = match &outcome {
-            Ok(()) => ResyncPhase::Done,
-            Err(reason) => ResyncPhase::Aborted(reason.clone()),
-        };
+        p.phase = ResyncPhase::ended(&outcome);
     });
     match outcome {
         Ok(()) => tracing::info!(elapsed = ?started.elapsed(), "mirror primary: resync done, the peer is UpToDate"),

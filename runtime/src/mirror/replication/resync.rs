@@ -19,6 +19,16 @@ pub enum ResyncPhase {
     Aborted(String),
 }
 
+impl ResyncPhase {
+    /// The phase a job (a resync or a verify) ends in: Done, or Aborted with the reason.
+    pub(crate) fn ended(outcome: &Result<(), String>) -> ResyncPhase {
+        match outcome {
+            Ok(()) => ResyncPhase::Done,
+            Err(reason) => ResyncPhase::Aborted(reason.clone()),
+        }
+    }
+}
+
 /// A snapshot of the resync of one link.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResyncProgress {
