@@ -10,6 +10,7 @@
 pub mod aws;
 pub mod config;
 pub mod daemon;
+pub mod fence;
 pub mod group;
 pub mod membership;
 pub mod mirror;

@@ -73,6 +73,8 @@ pub struct NodeContext {
     /// Run for the final action `shutdown` (and by the watchdog): e.g. `systemctl poweroff --force --force`.
     pub shutdown_command: String,
     pub started: Instant,
+    /// The fencer (None: tandemd runs without one; no exec resource names a cgroup then).
+    pub fencer: Option<Arc<crate::fence::client::FenceClient>>,
     /// AWS clients and this node's ENI for the AWS group resources (one lookup shared by every group).
     pub aws: Option<crate::aws::AwsEnv>,
     /// The lease and certificates for the mirror_disk resources (None: the certificates did not load).
@@ -96,6 +98,7 @@ impl NodeContext {
         state_dir: PathBuf,
         shutdown_command: String,
         tls: Option<Arc<crate::daemon::peer::PeerTls>>,
+        fencer: Option<Arc<crate::fence::client::FenceClient>>,
     ) -> NodeContext {
         let aws = crate::aws::AwsEnv::for_node(&config, &node);
         let mirror = tls.map(|tls| crate::resources::mirror_env::MirrorDeps {
@@ -118,6 +121,7 @@ impl NodeContext {
             publisher,
             state_dir,
             shutdown_command,
+            fencer,
             started: Instant::now(),
             leaving: AtomicBool::new(false),
         }

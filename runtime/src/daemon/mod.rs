@@ -9,6 +9,7 @@ pub mod events;
 pub mod metrics;
 pub mod mirror_api;
 pub mod peer;
+pub mod sd_notify;
 pub mod status;
 
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +35,10 @@ pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_SHUTDOWN_COMMAND: &str = "systemctl poweroff --force --force";
 pub const DEFAULT_SOCKET: &str = "/run/tandem/tandemd.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tandem";
+/// Where `tandemd fencer` listens by default (and the rendered units put it).
+pub const DEFAULT_FENCER_SOCKET: &str = "/run/tandem/fencer.sock";
+/// How long tandemd waits at start for the fencer's socket to answer (systemd starts both units together).
+pub const FENCER_START_WAIT: Duration = Duration::from_secs(10);
 
 /// How tandemd was started.
 #[derive(Debug, Clone)]
@@ -44,6 +49,8 @@ pub struct Options {
     pub socket: PathBuf,
     pub metrics: Option<SocketAddr>,
     pub shutdown_command: String,
+    /// The fencer's socket (None: no fencer; refused when an exec resource names a cgroup).
+    pub fencer: Option<PathBuf>,
 }
 
 /// Why tandemd could not start (or stopped); `code()` is stable.
@@ -67,6 +74,13 @@ pub enum DaemonError {
     StateDir { path: PathBuf, source: std::io::Error },
     #[error("metrics endpoint {addr}: {source}")]
     Metrics { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "exec resource {resource} names a cgroup, but tandemd runs without a fencer; start `tandemd fencer` (unit \
+         tandem-fencer.service) and pass --fencer SOCKET"
+    )]
+    FencerRequired { resource: String },
+    #[error("fencer: {0}")]
+    Fencer(String),
 }
 
 impl DaemonError {
@@ -81,6 +95,8 @@ impl DaemonError {
             DaemonError::Socket { .. } => "TDM-NODE-007",
             DaemonError::StateDir { .. } => "TDM-NODE-008",
             DaemonError::Metrics { .. } => "TDM-NODE-009",
+            DaemonError::FencerRequired { .. } => "TDM-NODE-016",
+            DaemonError::Fencer(_) => "TDM-NODE-017",
         }
     }
 }
@@ -150,6 +166,34 @@ impl Daemon {
     }
 }
 
+/// The fencer client when `--fencer` is given, once its socket answers (waiting up to [`FENCER_START_WAIT`]: systemd
+/// starts both units together). A config whose exec resources name cgroups needs one: nothing else would kill them
+/// when tandemd is gone.
+async fn connect_fencer(
+    config: &Config,
+    path: Option<&std::path::Path>,
+) -> Result<Option<Arc<crate::fence::client::FenceClient>>, DaemonError> {
+    let Some(path) = path else {
+        let with_cgroup = config.groups.iter().flat_map(|g| &g.resources).find(|r| match &r.kind {
+            config::ResourceKind::Exec(e) => e.cgroup.is_some(),
+            _ => false,
+        });
+        return match with_cgroup {
+            Some(r) => Err(DaemonError::FencerRequired { resource: r.name.clone() }),
+            None => Ok(None),
+        };
+    };
+    let client = crate::fence::client::FenceClient::new(path);
+    let until = Instant::now() + FENCER_START_WAIT;
+    loop {
+        match client.request(&crate::fence::protocol::Request::State).await {
+            Ok(_) => return Ok(Some(Arc::new(client))),
+            Err(e) if Instant::now() >= until => return Err(DaemonError::Fencer(format!("[{}] {e}", e.code()))),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Which node this machine is: `--node`, else the node whose address can be bound here.
 fn find_self(config: &Config, name: Option<&str>) -> Result<String, DaemonError> {
     let mut local: Vec<IpAddr> = Vec::new();
@@ -177,6 +221,7 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
     let timing = LeaseTiming::new(config.arbitration.ttl, config.arbitration.renew_interval)
         .map_err(|e| DaemonError::Timing(e.to_string()))?;
 
+    let fencer = connect_fencer(&config, opts.fencer.as_deref()).await?;
     let events = Arc::new(
         EventLog::new(&node, Some(&opts.state_dir))
             .map_err(|source| DaemonError::StateDir { path: opts.state_dir.clone(), source })?,
@@ -216,6 +261,7 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
         opts.state_dir.clone(),
         opts.shutdown_command.clone(),
         peer_tls.clone().map(Arc::new),
+        fencer,
     ));
     events.record(
         "",
@@ -353,6 +399,15 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
 /// Runs until SIGTERM/SIGINT or `tandemctl cluster stop`, then leaves cleanly.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let daemon = start(&opts).await?;
+    // systemd (Type=notify): ready now that the control socket listens and the group runners run. The watchdog
+    // pings only while the heartbeat service still publishes (see sd_notify::watchdog_loop), not blindly.
+    let systemd = sd_notify::Notifier::from_env();
+    tokio::spawn(sd_notify::watchdog_loop(
+        systemd.clone(),
+        daemon.cx.heartbeat.clone(),
+        daemon.cx.config.heartbeat.clone(),
+    ));
+    systemd.ready();
     let mut stop = daemon.stop.subscribe();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| DaemonError::Heartbeat(format!("cannot install the SIGTERM handler: {e}")))?;
@@ -361,6 +416,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         _ = tokio::signal::ctrl_c() => {}
         _ = stop.wait_for(|s| *s) => {}
     }
+    systemd.stopping();
     daemon.leave().await;
     daemon.cx.events.record("", "daemon", "", "tandemd stopped");
     let _ = std::fs::remove_file(&daemon.socket);

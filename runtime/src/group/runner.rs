@@ -26,6 +26,7 @@ use crate::membership::heartbeat::Snapshot;
 use crate::membership::heartbeat::peer::Liveness;
 use crate::membership::lease::{Acquire, Holder, LeaseError, LeaseKeeper, LeaseRecord, LeaseState};
 use crate::membership::lease::{contender_wait, holder_validity};
+use crate::fence::clock::from_boottime;
 use crate::membership::witness::Verdict;
 use crate::resources::{self, ErrorClass, GroupResource, Invocation, Probe, ResourceContext, ResourceError};
 
@@ -160,6 +161,70 @@ pub struct Runner {
     last_error: String,
     view: Arc<Mutex<GroupView>>,
     active: watch::Sender<bool>,
+    /// The cgroups of the group's exec resources, absolute: what the fencer kills.
+    cgroups: Vec<String>,
+    /// Keeps the fencer armed with the group's deadline while the group runs here.
+    arming: Option<JoinHandle<()>>,
+}
+
+/// The absolute cgroup paths of the group's exec resources (a relative `cgroup` is under the cgroup2 mount).
+fn resolve_cgroups(group: &Group) -> Result<Vec<String>, ResourceError> {
+    let mut out = Vec::new();
+    for r in &group.resources {
+        let crate::config::resources::ResourceKind::Exec(e) = &r.kind else { continue };
+        let Some(cg) = &e.cgroup else { continue };
+        let path = if cg.starts_with('/') {
+            cg.clone()
+        } else {
+            let Some(mount) = crate::fence::killer::cgroup2_mount() else {
+                return Err(ResourceError::new(
+                    ErrorClass::Fatal,
+                    resources::CODE_CGROUP,
+                    format!(
+                        "exec resource {}/{}: cgroup {cg:?} is relative, and this node has no cgroup2 mount; \
+                         give an absolute path or mount the unified hierarchy",
+                        group.name, r.name
+                    ),
+                ));
+            };
+            mount.join(cg).display().to_string()
+        };
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// The end of the extension every other server's vouch gives us (None unless all of them vouch): each vouch
+/// echoes a heartbeat of ours sent at `a` and is good until `a + holder_validity(W)`.
+fn vouch_deadline(snap: &Snapshot, others: &[String], index: usize, w: Duration) -> Option<Instant> {
+    let mut deadline: Option<Instant> = None;
+    for s in others {
+        let peer = snap.peer(s)?;
+        let g = NodeWire::decode(&peer.state)?.group(index)?;
+        if !g.vouch || peer.liveness == Liveness::Down {
+            return None;
+        }
+        let until = peer.echo_sent? + holder_validity(w);
+        deadline = Some(deadline.map_or(until, |d: Instant| d.min(until)));
+    }
+    deadline
+}
+
+/// The deadline the group may run here until: the later of the lease's validity and the vouch deadline. None
+/// when neither holds, or when the lease was lost for another cause than its deadline (that cause is returned).
+fn run_deadline(
+    lease: Option<&LeaseState>,
+    snap: &Snapshot,
+    others: &[String],
+    index: usize,
+    w: Duration,
+) -> (Option<Instant>, Option<&'static str>) {
+    let lease = match lease {
+        Some(LeaseState::Held { valid_until, .. }) => Some(*valid_until),
+        Some(LeaseState::Lost { code, .. }) if *code != "deadline" => return (None, Some(code)),
+        _ => None,
+    };
+    (lease.max(vouch_deadline(snap, others, index, w)), None)
 }
 
 impl Runner {
@@ -195,7 +260,10 @@ impl Runner {
         let (active_tx, active_rx) = watch::channel(false);
         let built: Vec<(String, Arc<dyn GroupResource>)> =
             slots.iter().map(|s| (s.config.name.clone(), s.imp.clone())).collect();
+        let cgroups = resolve_cgroups(&group)?;
         let runner = Runner {
+            cgroups,
+            arming: None,
             ready_at: cx.started + cx.config.heartbeat.timeout,
             cx,
             index,
@@ -245,7 +313,10 @@ impl Runner {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        self.clean_up_at_start().await;
+        if !self.adopt_at_start().await {
+            self.clean_up_at_start().await;
+            self.release_stale_lease().await;
+        }
         self.publish();
         let mut hb = self.cx.heartbeat.clone();
         let mut ticker = tokio::time::interval(self.tick());
@@ -377,6 +448,185 @@ impl Runner {
         self.set_role(Role::Offline, "node leaving");
     }
 
+    /// A tandemd that restarted while this node ran the group takes it back without stopping it, when the fencer
+    /// still holds an unexpired deadline for it: the lease is renewed under the same token by this incarnation,
+    /// then the resources are started, which for a running resource is a probe (the OCF start is idempotent).
+    /// True when the group was adopted.
+    async fn adopt_at_start(&mut self) -> bool {
+        let Some(fencer) = self.cx.fencer.clone() else { return false };
+        let group = self.group.name.clone();
+        let held = match fencer.state_of(&group).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return false,
+            Err(e) => {
+                self.cx.events.record(&group, "fence", e.code(), format!("cannot ask the fencer at start: {e}"));
+                return false;
+            }
+        };
+        if let Some(f) = held.fired {
+            let how = if f.ok { "killed" } else { "tried to kill (it FAILED: check the node)" };
+            let text = format!(
+                "the fencer {how} the group's cgroups {:?} after its deadline passed while tandemd was down \
+                 (token {})",
+                self.cgroups, held.token
+            );
+            self.cx.events.record(&group, "fence", if f.ok { "" } else { "TDM-FNC-020" }, text);
+            return false;
+        }
+        for i in 0..self.slots.len() {
+            if let Err(e) = self.slots[i].imp.prepare().await {
+                let name = &self.slots[i].config.name;
+                self.cx.events.record(&group, "resource", e.code(), format!("prepare {name}: {e}"));
+            }
+        }
+        let deadline = from_boottime(held.deadline_ns);
+        let start = Instant::now();
+        let Some(left) = deadline.checked_duration_since(start + self.stop_lead()) else {
+            self.cx.events.record(&group, "lease", "", "too close to the fencer's deadline to re-adopt the group");
+            return false;
+        };
+        let me = self.me();
+        let call = self.cx.store.adopt(&group, &me, held.token);
+        match tokio::time::timeout(left.min(self.cx.timing.renew_interval), call).await {
+            Ok(Ok(record)) => {
+                self.cx.events.record(
+                    &group,
+                    "lease",
+                    "",
+                    format!("re-adopted the group after a daemon restart (token {}); probing its resources", held.token),
+                );
+                self.record = Some(record);
+                let lease = crate::membership::lease::Lease {
+                    token: held.token,
+                    valid_until: start + self.cx.timing.holder_validity(),
+                };
+                self.start_group(lease, None).await;
+                true
+            }
+            Ok(Err(e)) => {
+                self.cx.events.record(&group, "lease", e.code(), format!("cannot re-adopt the group: {e}"));
+                false
+            }
+            Err(_) => {
+                self.cx.events.record(&group, "lease", "TDM-LEASE-005", "re-adoption timed out");
+                false
+            }
+        }
+    }
+
+    /// After the start-up clean-up, a lease that still names this node (an earlier incarnation that did not
+    /// re-adopt) is released, so the group is placed at once instead of after a takeover wait — or never, when
+    /// the peers still see this node alive and keep vouching for it. Nothing of the group runs here any more.
+    async fn release_stale_lease(&mut self) {
+        if self.slots.iter().any(|s| s.state == "failed") {
+            return; // a resource did not stop: the lease runs out instead (and the fencer, if armed, fires)
+        }
+        let group = self.group.name.clone();
+        let record = match tokio::time::timeout(self.cx.timing.renew_interval, self.cx.store.read(&group)).await {
+            Ok(Ok(r)) => r,
+            _ => None,
+        };
+        if let Some(r) = record
+            && let Some(h) = &r.holder
+            && h.node == self.cx.node
+        {
+            match self.cx.store.release(&group, &self.cx.node, r.token).await {
+                Ok(()) => self.cx.events.record(
+                    &group,
+                    "lease",
+                    "",
+                    format!("released the lease an earlier tandemd of this node held (token {})", r.token),
+                ),
+                Err(e) => self.cx.events.record(&group, "lease", e.code(), format!("stale lease not released: {e}")),
+            }
+        }
+        self.disarm_fencer().await;
+    }
+
+    /// Arms the fencer with `deadline` (no fencer: nothing to do).
+    async fn arm_fencer(&self, deadline: Instant) -> Result<(), crate::fence::client::FenceClientError> {
+        match &self.cx.fencer {
+            Some(f) => f.arm(&self.group.name, self.token, deadline, &self.cgroups).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn disarm_fencer(&self) {
+        if let Some(f) = &self.cx.fencer
+            && let Err(e) = f.disarm(&self.group.name).await
+        {
+            self.cx.events.record(&self.group.name, "fence", e.code(), format!("disarm: {e}"));
+        }
+    }
+
+    /// Re-arms the fencer at every tick with the group's current deadline, independently of what the runner
+    /// awaits (a start or a stop may take long while the lease keeper goes on renewing). It never arms past the
+    /// deadline the runner itself stops by: both come from [`run_deadline`].
+    fn start_arming(&mut self) {
+        self.stop_arming();
+        let (Some(fencer), Some(keeper)) = (self.cx.fencer.clone(), self.keeper.as_ref()) else { return };
+        let lease = keeper.subscribe();
+        let hb = self.cx.heartbeat.clone();
+        let (group, token, cgroups, index, w) =
+            (self.group.name.clone(), self.token, self.cgroups.clone(), self.index, self.w());
+        let others = self.other_servers();
+        let events = self.cx.events.clone();
+        let tick = self.tick();
+        self.arming = Some(tokio::spawn(async move {
+            let mut last_error = String::new();
+            let mut ticker = tokio::time::interval(tick);
+            loop {
+                ticker.tick().await;
+                let state = lease.borrow().clone();
+                let snap = hb.borrow().clone();
+                let (deadline, lost) = run_deadline(Some(&state), &snap, &others, index, w);
+                let Some(deadline) = deadline.filter(|_| lost.is_none()) else { continue };
+                match fencer.arm(&group, token, deadline, &cgroups).await {
+                    Ok(()) => last_error.clear(),
+                    Err(e) => {
+                        let text = e.to_string();
+                        if text != last_error {
+                            events.record(&group, "fence", e.code(), format!("re-arming the fencer failed: {e}"));
+                            last_error = text;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    fn stop_arming(&mut self) {
+        if let Some(t) = self.arming.take() {
+            t.abort();
+        }
+    }
+
+    /// After a stop missed its deadline: did the fencer kill everything that may still run? True when it fired
+    /// successfully and every resource not stopped is an exec whose processes live in a cgroup it killed.
+    async fn fencer_covered_the_stop(&self) -> bool {
+        let Some(fencer) = &self.cx.fencer else { return false };
+        let covered = self.slots.iter().all(|s| {
+            s.state == "stopped"
+                || matches!(&s.config.kind, crate::config::resources::ResourceKind::Exec(e) if e.cgroup.is_some())
+        });
+        if !covered {
+            return false;
+        }
+        // The fencer fires at the same deadline; give its kill the time it may take.
+        let until = Instant::now() + crate::fence::server::KILL_WAIT + Duration::from_millis(500);
+        loop {
+            if let Ok(Some(s)) = fencer.state_of(&self.group.name).await
+                && let Some(f) = s.fired
+            {
+                return f.ok;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A resource found running when the daemon starts is stopped: this node does not hold the lease yet. Each
     /// resource looks up what its starts need (`prepare`) so that a failover makes only the calls that move it.
     async fn clean_up_at_start(&mut self) {
@@ -462,21 +712,8 @@ impl Runner {
         super::eligible_peer(snap, self.index, node)
     }
 
-    /// The end of the extension every other server's vouch gives us (None unless all of them vouch).
-    fn vouch_deadline(&self, snap: &Snapshot) -> Option<Instant> {
-        let mut deadline: Option<Instant> = None;
-        let mut any = false;
-        for s in self.others() {
-            any = true;
-            let peer = snap.peer(s)?;
-            let g = NodeWire::decode(&peer.state)?.group(self.index)?;
-            if !g.vouch || peer.liveness == Liveness::Down {
-                return None;
-            }
-            let until = peer.echo_sent? + holder_validity(self.w());
-            deadline = Some(deadline.map_or(until, |d: Instant| d.min(until)));
-        }
-        if any { deadline } else { None }
+    fn other_servers(&self) -> Vec<String> {
+        self.others().map(str::to_string).collect()
     }
 
     /// Is there a witness verdict, taken after we lost a peer, that says we are not isolated?
@@ -699,13 +936,8 @@ impl Runner {
 
     /// The deadline by which the group must be stopped here, and why it may run until then.
     fn deadline(&self, snap: &Snapshot) -> (Option<Instant>, Option<&'static str>) {
-        let lease = match self.keeper.as_ref().map(LeaseKeeper::state) {
-            Some(LeaseState::Held { valid_until, .. }) => Some(valid_until),
-            Some(LeaseState::Lost { code, .. }) if code != "deadline" => return (None, Some(code)),
-            _ => None,
-        };
-        let vouch = self.vouch_deadline(snap);
-        (lease.max(vouch), None)
+        let lease = self.keeper.as_ref().map(LeaseKeeper::state);
+        run_deadline(lease.as_ref(), snap, &self.other_servers(), self.index, self.w())
     }
 
     async fn active_step(&mut self, snap: &Snapshot, now: Instant) {
@@ -805,6 +1037,23 @@ impl Runner {
         ));
         self.free_seen = None;
         self.set_role(Role::Starting, &format!("lease token {}", lease.token));
+        if let Err(e) = self.arm_fencer(lease.valid_until).await {
+            // Running the group with nothing to stop it if tandemd dies would break the one-active-node rule.
+            let e = GroupError::ActivationFailed {
+                group: self.group.name.clone(),
+                resource: "(fencer)".into(),
+                attempts: 1,
+                detail: format!("[{}] {e}", e.code()),
+            };
+            self.last_error = e.to_string();
+            self.cx.events.record(&self.group.name, "fence", e.code(), format!("{e}; not starting here"));
+            self.stop_group(StopReason::Failed, true).await;
+            self.failed_here = true;
+            self.set_vouch(true);
+            self.set_role(Role::Failed, "the fencer could not be armed");
+            return;
+        }
+        self.start_arming();
         let inv = Invocation { lease_token: Some(self.token) };
         for i in 0..self.slots.len() {
             match self.start_with_retries(i, inv, "start").await {
@@ -916,12 +1165,25 @@ impl Runner {
                 Err(_) => {
                     let e = GroupError::StopMissedDeadline { group: self.group.name.clone() };
                     self.cx.events.record(&self.group.name, "fence", e.code(), e.to_string());
-                    self.cx.shutdown_node("the group did not stop before its lease ran out").await;
+                    if self.fencer_covered_the_stop().await {
+                        self.cx.events.record(
+                            &self.group.name,
+                            "fence",
+                            "",
+                            "forced stop: the fencer killed the group's cgroups at the deadline",
+                        );
+                    } else {
+                        self.cx.shutdown_node("the group did not stop before its lease ran out").await;
+                    }
                     false
                 }
             },
             None => self.stop_resources().await,
         };
+        self.stop_arming();
+        if ok {
+            self.disarm_fencer().await;
+        }
         if let Some(k) = self.keeper.take() {
             k.stop();
         }
@@ -1061,6 +1323,13 @@ impl Runner {
             Ok(mut v) => *v = view,
             Err(poisoned) => *poisoned.into_inner() = view,
         }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // A detached arming task would go on extending the fencer's deadline for a runner that is gone.
+        self.stop_arming();
     }
 }
 

@@ -543,12 +543,32 @@ impl LeaseStore {
     /// Extends the lease we hold under `token` (bumps the version, which restarts every contender's wait).
     /// Returns the item as written, so the holder sees operator requests (move, stop) at every renewal.
     pub async fn renew(&self, group: &str, node: &str, token: u64) -> Result<LeaseRecord, LeaseError> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(A_GROUP, s(group))
-            .update_expression("SET #v = #v + :one")
+        self.extend(group, node, token, None).await
+    }
+
+    /// A renewal by a new incarnation of the holder (tandemd restarted while the group ran on, and the fencer
+    /// says the old deadline has not passed): extends the lease under the same `token` and records `me`'s
+    /// incarnation, so the peers see the holder's restart. Fails with `NotHolder` once anyone else took it.
+    pub async fn adopt(&self, group: &str, me: &Holder, token: u64) -> Result<LeaseRecord, LeaseError> {
+        self.extend(group, &me.node, token, Some(me.incarnation)).await
+    }
+
+    async fn extend(
+        &self,
+        group: &str,
+        node: &str,
+        token: u64,
+        incarnation: Option<u64>,
+    ) -> Result<LeaseRecord, LeaseError> {
+        let req = self.client.update_item().table_name(&self.table).key(A_GROUP, s(group));
+        let req = match incarnation {
+            None => req.update_expression("SET #v = #v + :one"),
+            Some(i) => req
+                .update_expression("SET #v = #v + :one, #i = :i")
+                .expression_attribute_names("#i", A_INCARNATION)
+                .expression_attribute_values(":i", n(i)),
+        };
+        let res = req
             .condition_expression("#h = :h AND #t = :t")
             .expression_attribute_names("#h", A_HOLDER)
             .expression_attribute_names("#t", A_TOKEN)

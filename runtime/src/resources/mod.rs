@@ -26,6 +26,8 @@ pub const CODE_TIMEOUT: &str = "TDM-RES-003";
 pub const CODE_EXIT: &str = "TDM-RES-004";
 pub const CODE_STATE_DIR: &str = "TDM-RES-005";
 pub const CODE_STILL_RUNNING: &str = "TDM-RES-006";
+/// An exec resource's cgroup cannot be resolved on this node (relative path, no cgroup2 mount).
+pub const CODE_CGROUP: &str = "TDM-RES-007";
 
 /// What a probe found. "Failed" is not a state: it is an `Err` whose class says how to recover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -685,6 +685,7 @@ fn read_resource(r: &mut Reader, kind: &'static str, b: &Value, at: &AttrPath) -
             exec.start_timeout = r.duration(b.attr("start_timeout"), &a("start_timeout"), exec.start_timeout);
             exec.stop_timeout = r.duration(b.attr("stop_timeout"), &a("stop_timeout"), exec.stop_timeout);
             exec.probe_timeout = r.duration(b.attr("probe_timeout"), &a("probe_timeout"), exec.probe_timeout);
+            exec.cgroup = r.text(b.attr("cgroup"), &a("cgroup"), "tandem.unknown");
             exec.env = r.string_map(b.attr("env"), &a("env"));
             for (node, o, oat) in &overrides {
                 let env = r.string_map(o.attr("env"), &oat.clone().attr("env"));

@@ -176,6 +176,12 @@ fn group_block() -> Block {
         .attr(opt("start_timeout", Type::String, "Default `\"60s\"`."))
         .attr(opt("stop_timeout", Type::String, "Default `\"60s\"`."))
         .attr(opt("probe_timeout", Type::String, "Default `\"10s\"`."))
+        .attr(opt(
+            "cgroup",
+            Type::String,
+            "The application's cgroup (e.g. `system.slice/tandem-app.service`): the fencer kills it when this node's \
+             right to run the group ends while tandemd is down or frozen.",
+        ))
         .attr(opt("env", string_map(), "Extra environment."));
     let exec_override = Block::new("Per-node environment, merged over `env`.").attr(opt("env", string_map(), "Env."));
     Block::new("A failover group: servers in priority order and its resources.")

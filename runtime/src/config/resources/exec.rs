@@ -31,6 +31,10 @@ pub struct Exec {
     pub stop_timeout: Duration,
     /// Default 10s.
     pub probe_timeout: Duration,
+    /// The cgroup (v2) the application runs in, e.g. `system.slice/tandem-app.service` for a systemd unit:
+    /// relative to the node's cgroup2 mount, or absolute. The fencer SIGKILLs every process in it when this node's
+    /// right to run the group ends without tandemd (crashed, frozen, hung). Default (None): nothing to kill.
+    pub cgroup: Option<String>,
     /// Extra environment. Default {}.
     pub env: BTreeMap<String, String>,
     /// Per-node overrides.
@@ -52,6 +56,7 @@ impl Exec {
             start_timeout: DEFAULT_START_TIMEOUT,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            cgroup: None,
             env: BTreeMap::new(),
             per_node: BTreeMap::new(),
         }
@@ -73,11 +78,22 @@ impl Exec {
         let start_timeout = r.or(cx, "start_timeout", parse::duration, DEFAULT_START_TIMEOUT);
         let stop_timeout = r.or(cx, "stop_timeout", parse::duration, DEFAULT_STOP_TIMEOUT);
         let probe_timeout = r.or(cx, "probe_timeout", parse::duration, DEFAULT_PROBE_TIMEOUT);
+        let cgroup = r.opt(cx, "cgroup", parse::string);
         let env = r.or(cx, "env", parse::string_map, BTreeMap::new());
         let per_node = overrides::read(cx, r, |cx, or| {
             Some(ExecNode { env: or.or(cx, "env", parse::string_map, BTreeMap::new()) })
         });
-        Some(Exec { start: start?, stop, probe, start_timeout, stop_timeout, probe_timeout, env, per_node: per_node? })
+        Some(Exec {
+            start: start?,
+            stop,
+            probe,
+            start_timeout,
+            stop_timeout,
+            probe_timeout,
+            cgroup,
+            env,
+            per_node: per_node?,
+        })
     }
 
     pub(crate) fn render(&self, b: &mut HclBlock) {
@@ -87,6 +103,7 @@ impl Exec {
         b.duration("start_timeout", self.start_timeout);
         b.duration("stop_timeout", self.stop_timeout);
         b.duration("probe_timeout", self.probe_timeout);
+        b.opt_str("cgroup", self.cgroup.as_deref());
         b.map("env", &self.env);
     }
 
@@ -107,6 +124,17 @@ impl Exec {
         v.positive(&path.attr("start_timeout"), self.start_timeout);
         v.positive(&path.attr("stop_timeout"), self.stop_timeout);
         v.positive(&path.attr("probe_timeout"), self.probe_timeout);
+        if let Some(cg) = &self.cgroup
+            && let Err(message) = check_cgroup(cg)
+        {
+            let at = path.attr("cgroup");
+            v.error_hint(
+                ErrorCode::BadPath,
+                &at,
+                format!("{at}: {message}"),
+                "name the application's cgroup, e.g. \"system.slice/tandem-app.service\" for a systemd unit",
+            );
+        }
         let check_env = |v: &mut Validator, at: ConfigPath, env: &BTreeMap<String, String>| {
             for name in env.keys() {
                 if let Err(message) = shape::check_env_name(name) {
@@ -123,9 +151,34 @@ impl Exec {
     }
 }
 
+/// A cgroup as `exec.cgroup` takes it: a path of plain components (no `.`, `..`, empty components or whitespace),
+/// relative to the cgroup2 mount or absolute.
+pub fn check_cgroup(cg: &str) -> Result<(), String> {
+    let rel = cg.strip_prefix('/').unwrap_or(cg);
+    if rel.is_empty() {
+        return Err("the cgroup path is empty (the root cgroup holds the whole machine)".into());
+    }
+    if !cg.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("{cg:?} has whitespace or non-ASCII characters"));
+    }
+    if rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(format!("{cg:?} has an empty, `.` or `..` component"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_paths_are_plain() {
+        assert!(check_cgroup("system.slice/tandem-app.service").is_ok());
+        assert!(check_cgroup("/sys/fs/cgroup/unified/t/app").is_ok());
+        for bad in ["", "/", "a//b", "../x", "a/./b", "a b", "a/"] {
+            assert!(check_cgroup(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn node_env_is_merged_over_common_env() {
