@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::app_cgroups::AppCgroups;
 use crate::journal;
 use crate::moto::Moto;
 use crate::netns::Testbed;
@@ -42,6 +43,9 @@ pub struct Options {
     /// `DIR/nI-data.img` of this size, its metadata `DIR/nI-meta.img`; the app depends on it and a `mirror`
     /// monitor watches it.
     pub mirror_bytes: u64,
+    /// The app as on a real node: a process outside tandemd's tree in a cgroup per node (exec `cgroup`), and a
+    /// fencer (`tandemd fencer`) per node, started apart from tandemd as its systemd unit would be.
+    pub fenced_app: bool,
 }
 
 impl Default for Options {
@@ -58,6 +62,7 @@ impl Default for Options {
             clock_offset: None,
             extra: "",
             mirror_bytes: 0,
+            fenced_app: false,
         }
     }
 }
@@ -94,8 +99,11 @@ impl Drop for Witness {
 }
 
 pub struct Cluster {
-    // Field order is drop order: nodes first, then the bed (which kills leftovers), then moto.
+    // Field order is drop order: nodes first, then the fencers and the apps, then the bed (which kills
+    // leftovers), then moto.
     nodes: Vec<Option<NodeProcess>>,
+    fencers: Vec<Option<NodeProcess>>,
+    pub apps: Option<AppCgroups>,
     pub bed: Testbed,
     pub moto: Moto,
     pub witness: Option<Witness>,
@@ -135,6 +143,7 @@ impl Cluster {
                 std::fs::File::create(dir.path().join(format!("{}-data.img", name(i))))?.set_len(opts.mirror_bytes)?;
             }
         }
+        let apps = if opts.fenced_app { Some(AppCgroups::create(opts.nodes)?) } else { None };
         let text = render_config(&opts, &bed, witness.as_ref(), &journal);
         // One config per node, as tandem_cluster renders them: only the node's own certificate paths differ.
         for i in 0..opts.nodes {
@@ -145,10 +154,16 @@ impl Cluster {
                 dir.path().join(format!("{}.crt", name(i))).display(),
                 dir.path().join(format!("{}.key", name(i))).display(),
             );
-            std::fs::write(dir.path().join(format!("cluster-{}.hcl", name(i))), text.replace(SECRETS_MARK, &secrets))?;
+            let mut node_text = text.replace(SECRETS_MARK, &secrets);
+            if let Some(a) = &apps {
+                node_text = node_text.replace(APP_CGROUP_MARK, &a.dir(i).display().to_string());
+            }
+            std::fs::write(dir.path().join(format!("cluster-{}.hcl", name(i))), node_text)?;
         }
         let mut c = Cluster {
             nodes: (0..opts.nodes).map(|_| None).collect(),
+            fencers: (0..opts.nodes).map(|_| None).collect(),
+            apps,
             bed,
             moto,
             witness,
@@ -162,7 +177,10 @@ impl Cluster {
         for i in 0..opts.nodes {
             c.start_node(i)?;
         }
-        c.wait_running_somewhere(Duration::from_secs(30))?;
+        if let Err(e) = c.wait_running_somewhere(Duration::from_secs(30)) {
+            let logs: String = (0..opts.nodes).map(|i| format!("--- {} ---\n{}\n", name(i), c.log(i))).collect();
+            return Err(format!("{e}\n{logs}").into());
+        }
         Ok(c)
     }
 
@@ -242,6 +260,10 @@ impl Cluster {
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("TANDEM_LOG", "info");
+        if self.apps.is_some() {
+            self.start_fencer(i)?;
+            cmd.arg("--fencer").arg(self.fencer_socket(i));
+        }
         let log = self.dir.path().join(format!("{}.log", name(i)));
         self.nodes[i] = Some(NodeProcess::spawn(cmd, log)?);
         let sock = self.socket(i);
@@ -251,12 +273,52 @@ impl Cluster {
         Ok(())
     }
 
-    /// SIGKILL of the node's whole process tree ("the instance died"); the journal records the death.
+    /// SIGKILL of the node's whole process tree ("the instance died"): tandemd, its fencer and its app; the
+    /// journal records the death.
     pub fn kill_node(&mut self, i: usize) {
+        if let Some(a) = &self.apps {
+            a.kill(i);
+        }
+        if let Some(mut f) = self.fencers[i].take() {
+            f.kill();
+        }
         if let Some(mut p) = self.nodes[i].take() {
             let at = p.kill();
             journal::append_died_at(&self.journal, &name(i), at);
         }
+    }
+
+    /// SIGKILL of tandemd alone (a crash, an OOM kill): its fencer and the app it started live on.
+    pub fn kill_daemon(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].take() {
+            p.kill();
+        }
+    }
+
+    /// The fencer's socket on node i.
+    pub fn fencer_socket(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("fencer-{}.sock", name(i)))
+    }
+
+    /// The fencer's log on node i.
+    pub fn fencer_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("fencer-{}.log", name(i)))).unwrap_or_default()
+    }
+
+    /// Starts node i's fencer unless it runs (as systemd would: its own unit, outside tandemd's process tree).
+    fn start_fencer(&mut self, i: usize) -> Result<()> {
+        if self.fencers[i].as_mut().is_some_and(NodeProcess::is_running) {
+            return Ok(());
+        }
+        let mut cmd = self.bed.command(i, &self.tandemd);
+        cmd.arg("fencer").arg("--socket").arg(self.fencer_socket(i));
+        let log = self.dir.path().join(format!("fencer-{}.log", name(i)));
+        self.fencers[i] = Some(NodeProcess::spawn(cmd, log)?);
+        let sock = self.fencer_socket(i);
+        wait_until(Duration::from_secs(10), "fencer socket", || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        })?;
+        Ok(())
     }
 
     /// SIGTERM: the clean stop (groups move away first).
@@ -395,6 +457,17 @@ fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, journ
     } else {
         (String::new(), "")
     };
+    if opts.fenced_app {
+        // A process outside tandemd's tree (setsid -f) in the node's cgroup, as `systemctl start` would make it.
+        let app = FENCED_APP.replace("@J@", &j.to_string()).replace("@DELAY@", opts.start_delay);
+        c.push_str(&format!(
+            "group \"{GROUP}\" {{\n  servers  = [{}]\n  failback = \"{}\"\n{mirror}\n{app}{depends}  }}\n}}\n",
+            servers.join(", "),
+            opts.failback,
+        ));
+        c.push_str(&opts.extra.replace("DIR", &d));
+        return c;
+    }
     // The application: `up-NODE` exists while it runs; `broken-NODE` makes it fail to start (tests create it).
     c.push_str(&format!(
         "group \"{GROUP}\" {{\n  servers  = [{}]\n  failback = \"{}\"\n{mirror}\n  resource \"exec\" \"app\" {{\n    start = \"sleep {}; test ! -e {d}/broken-$TANDEM_NODE && touch {d}/up-$TANDEM_NODE && echo \\\"$(date +%s%N) $TANDEM_NODE start\\\" >> {j}\"\n    stop  = \"rm -f {d}/up-$TANDEM_NODE; echo \\\"$(date +%s%N) $TANDEM_NODE stop\\\" >> {j}\"\n{depends}  }}\n}}\n",
@@ -410,6 +483,15 @@ fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, journ
 }
 
 const SECRETS_MARK: &str = "# secrets\n";
+/// Replaced, per node, by the node's app cgroup.
+const APP_CGROUP_MARK: &str = "@APPCG@";
+/// The exec resource of the fenced app (`@APPCG@`, `@J@` the journal, `@DELAY@` seconds before it starts).
+const FENCED_APP: &str = r#"  resource "exec" "app" {
+    start  = "sleep @DELAY@; setsid -f sh -c 'echo 0 > @APPCG@/cgroup.procs && exec sleep 1000000' </dev/null >/dev/null 2>&1; until grep -qx 'populated 1' @APPCG@/cgroup.events; do sleep 0.005; done; echo \"$(date +%s%N) $TANDEM_NODE start\" >> @J@"
+    stop   = "echo 1 > @APPCG@/cgroup.kill; while grep -qx 'populated 1' @APPCG@/cgroup.events; do sleep 0.005; done; echo \"$(date +%s%N) $TANDEM_NODE stop\" >> @J@"
+    probe  = "grep -qx 'populated 1' @APPCG@/cgroup.events || exit 7"
+    cgroup = "@APPCG@"
+"#;
 
 /// `resource "mirror_disk" "data"` with one data and metadata file per node (export only: no mount point).
 fn mirror_disk(nodes: usize, dir: &str) -> String {

@@ -27,6 +27,7 @@ pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf).unwrap_or_default()
 }
 pub mod ack_journal;
+pub mod app_cgroups;
 pub mod certs;
 pub mod cluster;
 pub mod journal;

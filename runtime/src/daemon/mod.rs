@@ -407,10 +407,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         daemon.cx.heartbeat.clone(),
         daemon.cx.config.heartbeat.clone(),
     ));
-    systemd.ready();
     let mut stop = daemon.stop.subscribe();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| DaemonError::Heartbeat(format!("cannot install the SIGTERM handler: {e}")))?;
+    systemd.ready();
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -72,6 +72,10 @@ impl Fencer {
             .collect()
     }
 
+    pub fn deadline_of(&self, group: &str) -> Option<u64> {
+        self.groups.get(group).map(|e| e.deadline_ns)
+    }
+
     /// Records that the kill of `group` ran at `at_ns` (`ok`: every cgroup emptied). A group re-armed meanwhile
     /// keeps its new arm.
     pub fn fired(&mut self, group: &str, at_ns: u64, ok: bool) {

@@ -25,8 +25,15 @@ pub const MAX_CGROUPS: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Kill `cgroups` at `deadline_ns` unless a later ARM or a DISARM of `group` comes first.
-    Arm { group: String, token: u64, deadline_ns: u64, cgroups: Vec<String> },
-    Disarm { group: String },
+    Arm {
+        group: String,
+        token: u64,
+        deadline_ns: u64,
+        cgroups: Vec<String>,
+    },
+    Disarm {
+        group: String,
+    },
     State,
 }
 
@@ -92,9 +99,7 @@ fn word_ok(w: &str) -> bool {
 
 /// A cgroup path the fencer will write to: absolute, no `.`/`..` components, printable, no spaces.
 pub fn cgroup_ok(path: &str) -> bool {
-    word_ok(path)
-        && path.starts_with('/')
-        && path.split('/').skip(1).all(|c| !c.is_empty() && c != "." && c != "..")
+    word_ok(path) && path.starts_with('/') && path.split('/').skip(1).all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 fn number(what: &'static str, value: &str) -> Result<u64, ProtocolError> {
@@ -138,7 +143,9 @@ impl Request {
                     cgroups: cgroups.iter().map(|c| c.to_string()).collect(),
                 })
             }
-            ["ARM", ..] => Err(ProtocolError::Arguments { verb: "ARM", expected: "<group> <token> <deadline_ns> [<cgroup>...]" }),
+            ["ARM", ..] => {
+                Err(ProtocolError::Arguments { verb: "ARM", expected: "<group> <token> <deadline_ns> [<cgroup>...]" })
+            }
             ["DISARM", group] if word_ok(group) => Ok(Request::Disarm { group: group.to_string() }),
             ["DISARM", ..] => Err(ProtocolError::Arguments { verb: "DISARM", expected: "<group>" }),
             ["STATE"] => Ok(Request::State),
@@ -189,10 +196,7 @@ impl Reply {
                 verb: "GROUP",
                 expected: "<group> <token> <deadline_ns> armed|fired <at_ns> ok|failed",
             }),
-            ["ERR", code, message @ ..] => Ok(Reply::Err {
-                code: known_code(code),
-                message: message.join(" "),
-            }),
+            ["ERR", code, message @ ..] => Ok(Reply::Err { code: known_code(code), message: message.join(" ") }),
             [verb, ..] => Err(ProtocolError::UnknownVerb(verb.chars().take(32).collect())),
             [] => Err(ProtocolError::Arguments { verb: "reply", expected: "a verb" }),
         }

@@ -176,9 +176,12 @@ fn enforce(fencer: &mut Fencer, kill_wait: Duration) {
             }
         }
         let done = boottime_ns();
+        let late = fencer.deadline_of(&due.group).map_or(0, |d| now.saturating_sub(d));
         log(format_args!(
-            "group {}: deadline passed without renewal; killed {:?} in {} us ({})",
+            "group {}: deadline passed without renewal; kill started {} us after the deadline, killed {:?} in {} us \
+             ({})",
             due.group,
+            late / 1000,
             due.cgroups,
             done.saturating_sub(now) / 1000,
             if ok { "ok" } else { "FAILED" }

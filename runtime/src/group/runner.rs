@@ -22,11 +22,11 @@ use super::wire::{GroupWire, NodeWire};
 use super::{GroupError, Role};
 use crate::config::{FinalAction, Group, IsolationAction, Resource};
 use crate::daemon::context::NodeContext;
+use crate::fence::clock::from_boottime;
 use crate::membership::heartbeat::Snapshot;
 use crate::membership::heartbeat::peer::Liveness;
 use crate::membership::lease::{Acquire, Holder, LeaseError, LeaseKeeper, LeaseRecord, LeaseState};
 use crate::membership::lease::{contender_wait, holder_validity};
-use crate::fence::clock::from_boottime;
 use crate::membership::witness::Verdict;
 use crate::resources::{self, ErrorClass, GroupResource, Invocation, Probe, ResourceContext, ResourceError};
 
@@ -493,7 +493,10 @@ impl Runner {
                     &group,
                     "lease",
                     "",
-                    format!("re-adopted the group after a daemon restart (token {}); probing its resources", held.token),
+                    format!(
+                        "re-adopted the group after a daemon restart (token {}); probing its resources",
+                        held.token
+                    ),
                 );
                 self.record = Some(record);
                 let lease = crate::membership::lease::Lease {
@@ -1172,10 +1175,13 @@ impl Runner {
                             "",
                             "forced stop: the fencer killed the group's cgroups at the deadline",
                         );
+                        // What ran is dead; the stops (idempotent, as after any takeover) now confirm it and
+                        // clear what the resources track, so this node can serve as a standby again.
+                        self.stop_resources().await
                     } else {
                         self.cx.shutdown_node("the group did not stop before its lease ran out").await;
+                        false
                     }
-                    false
                 }
             },
             None => self.stop_resources().await,

@@ -1,7 +1,8 @@
 //! The per-node `#cloud-config`: writes the rendered cluster config to /etc/tandem/cluster.hcl, the secrets
-//! to /etc/tandem/secrets/ (mode 0600, directory 0700), a systemd unit for tandemd, and a bootstrap script
-//! that installs tandemd (from the AMI, an https URL or an S3 object, optionally checked against a SHA-256)
-//! and starts it. Every file's content is base64 in the YAML, so no value can break the document.
+//! to /etc/tandem/secrets/ (mode 0600, directory 0700), two systemd units (tandem-fencer.service, then
+//! tandemd.service, which requires it), and a bootstrap script that installs tandemd (from the AMI, an https URL
+//! or an S3 object, optionally checked against a SHA-256) and starts both. Every file's content is base64 in the
+//! YAML, so no value can break the document.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -11,6 +12,16 @@ use super::model::SECRETS_DIR;
 pub(super) const CONFIG_PATH: &str = "/etc/tandem/cluster.hcl";
 pub(super) const TANDEMD_PATH: &str = "/usr/local/bin/tandemd";
 const UNIT_PATH: &str = "/etc/systemd/system/tandemd.service";
+const FENCER_UNIT_PATH: &str = "/etc/systemd/system/tandem-fencer.service";
+/// The fencer's unit, as tandemd.service and the bootstrap name it (the file name of [`FENCER_UNIT_PATH`]).
+const FENCER_UNIT: &str = "tandem-fencer.service";
+/// tandemd's and the fencer's sockets live here; created by the fencer's unit (both units use it, so it is not a
+/// `RuntimeDirectory=`, which systemd removes when the unit that owns it stops).
+const RUN_DIR: &str = "/run/tandem";
+/// The fencer's control socket: `tandemd fencer --socket` and `tandemd --fencer`.
+const FENCER_SOCKET: &str = "/run/tandem/fencer.sock";
+/// How long systemd waits for a watchdog ping (tandemd sends one every half of it) before it aborts tandemd.
+const WATCHDOG_SEC: &str = "10s";
 const BOOTSTRAP_PATH: &str = "/usr/local/lib/tandem/bootstrap.sh";
 /// EC2 refuses user data above 16 KiB.
 pub(super) const MAX_USER_DATA: usize = 16 * 1024;
@@ -89,21 +100,55 @@ fn file(out: &mut String, path: &str, permissions: &str, content: &str) {
     ));
 }
 
+/// tandemd.service: `Type=notify` with a watchdog (tandemd pings while its heartbeat service runs), restarted
+/// forever; it requires the fencer and starts after it.
 fn unit(cluster: &str, node: &str) -> String {
     format!(
         "[Unit]\n\
          Description=tandem cluster daemon (cluster {cluster}, node {node})\n\
          Wants=network-online.target\n\
-         After=network-online.target\n\
+         Requires={FENCER_UNIT}\n\
+         After=network-online.target {FENCER_UNIT}\n\
+         # Never give up restarting tandemd: while it is down, {FENCER_UNIT} keeps the node safe.\n\
+         StartLimitIntervalSec=0\n\
          \n\
          [Service]\n\
-         Type=simple\n\
-         ExecStart={TANDEMD_PATH} --config {CONFIG_PATH} --node {node}\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
+         ExecStart={TANDEMD_PATH} --config {CONFIG_PATH} --node {node} --fencer {FENCER_SOCKET}\n\
+         # A hung tandemd stops its pings: systemd aborts it (SIGABRT) and restarts it.\n\
+         WatchdogSec={WATCHDOG_SEC}\n\
          Restart=on-failure\n\
          RestartSec=2s\n\
+         OOMScoreAdjust=-900\n\
          # A clean stop releases the groups and their leases before the OS goes down.\n\
          TimeoutStopSec=120s\n\
          KillMode=mixed\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    )
+}
+
+/// tandem-fencer.service: the small process that stops a group's processes when this node's right to run the
+/// group ends, even while tandemd is dead or frozen; always restarted at once, hard to kill or starve.
+fn fencer_unit() -> String {
+    format!(
+        "[Unit]\n\
+         Description=tandem fencer (kills a group's processes when this node's right to run it ends, even if \
+         tandemd is dead or frozen)\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         # Not RuntimeDirectory=: tandemd.service uses {RUN_DIR} too.\n\
+         ExecStartPre=/bin/mkdir -p -m 0700 {RUN_DIR}\n\
+         ExecStart={TANDEMD_PATH} fencer --socket {FENCER_SOCKET}\n\
+         Restart=always\n\
+         RestartSec=0\n\
+         OOMScoreAdjust=-1000\n\
+         Nice=-20\n\
+         CPUSchedulingPolicy=rr\n\
+         CPUSchedulingPriority=50\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n"
@@ -132,6 +177,7 @@ fn bootstrap(source: &Source, sha256: Option<&str>) -> String {
     s.push_str(&format!(
         "if [ ! -x {TANDEMD_PATH} ]; then echo 'tandem: {TANDEMD_PATH} is missing' >&2; exit 1; fi\n\
          systemctl daemon-reload\n\
+         systemctl enable --now {FENCER_UNIT}\n\
          systemctl enable --now tandemd.service\n"
     ));
     s
@@ -148,6 +194,7 @@ pub(super) fn render(files: &NodeFiles, source: &Source, sha256: Option<&str>) -
     file(&mut out, &format!("{SECRETS_DIR}/ca.crt"), "0600", files.ca_cert_pem);
     file(&mut out, &format!("{SECRETS_DIR}/node.crt"), "0600", files.node_cert_pem);
     file(&mut out, &format!("{SECRETS_DIR}/node.key"), "0600", files.node_key_pem);
+    file(&mut out, FENCER_UNIT_PATH, "0644", &fencer_unit());
     file(&mut out, UNIT_PATH, "0644", &unit(files.cluster, files.node));
     file(&mut out, BOOTSTRAP_PATH, "0700", &bootstrap(source, sha256));
     out.push_str(&format!("runcmd:\n  - [/bin/sh, {BOOTSTRAP_PATH}]\n"));
@@ -197,11 +244,109 @@ mod tests {
             assert_eq!(find(&format!("/etc/tandem/secrets/{secret}")).1, "0600", "{secret}");
         }
         assert_eq!(find("/etc/tandem/secrets/node.key").2, "KEY");
-        let unit = find("/etc/systemd/system/tandemd.service").2;
-        assert!(unit.contains("ExecStart=/usr/local/bin/tandemd --config /etc/tandem/cluster.hcl --node node-a"));
+        let unit = find("/etc/systemd/system/tandemd.service");
+        assert_eq!(unit.1, "0644");
+        assert!(has_line(
+            &unit.2,
+            "ExecStart=/usr/local/bin/tandemd --config /etc/tandem/cluster.hcl --node node-a \
+             --fencer /run/tandem/fencer.sock"
+        ));
+        let fencer = find("/etc/systemd/system/tandem-fencer.service");
+        assert_eq!(fencer.1, "0644");
+        assert_eq!(fencer.2, fencer_unit());
         let script = find("/usr/local/lib/tandem/bootstrap.sh").2;
         assert!(!script.contains("curl") && script.contains("systemctl enable --now tandemd.service"));
         assert!(doc.ends_with("runcmd:\n  - [/bin/sh, /usr/local/lib/tandem/bootstrap.sh]\n"));
+    }
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    /// The lines of `section` (`[Unit]`, `[Service]`, …) of a unit file.
+    fn section<'a>(unit: &'a str, section: &str) -> Vec<&'a str> {
+        unit.lines().skip_while(|l| *l != section).skip(1).take_while(|l| !l.starts_with('[')).collect()
+    }
+
+    #[test]
+    fn tandemd_unit_is_notify_with_watchdog_and_requires_the_fencer() {
+        let unit = unit("web", "node-a");
+        let u = section(&unit, "[Unit]");
+        for line in [
+            "Description=tandem cluster daemon (cluster web, node node-a)",
+            "Wants=network-online.target",
+            "Requires=tandem-fencer.service",
+            "After=network-online.target tandem-fencer.service",
+            "StartLimitIntervalSec=0",
+        ] {
+            assert!(u.contains(&line), "[Unit] lacks {line:?}:\n{unit}");
+        }
+        assert!(u.iter().any(|l| l.starts_with('#') && l.contains("tandem-fencer.service keeps the node safe")));
+        let s = section(&unit, "[Service]");
+        for line in [
+            "Type=notify",
+            "NotifyAccess=main",
+            "ExecStart=/usr/local/bin/tandemd --config /etc/tandem/cluster.hcl --node node-a \
+             --fencer /run/tandem/fencer.sock",
+            "WatchdogSec=10s",
+            "Restart=on-failure",
+            "RestartSec=2s",
+            "OOMScoreAdjust=-900",
+            "TimeoutStopSec=120s",
+            "KillMode=mixed",
+        ] {
+            assert!(s.contains(&line), "[Service] lacks {line:?}:\n{unit}");
+        }
+        assert!(!s.contains(&"Type=simple"));
+        assert_eq!(section(&unit, "[Install]"), ["WantedBy=multi-user.target"]);
+    }
+
+    #[test]
+    fn fencer_unit_runs_tandemd_fencer_always_and_unkillable() {
+        let unit = fencer_unit();
+        assert!(has_line(
+            &unit,
+            "Description=tandem fencer (kills a group's processes when this node's right to run it ends, \
+             even if tandemd is dead or frozen)"
+        ));
+        let s = section(&unit, "[Service]");
+        for line in [
+            "Type=simple",
+            "ExecStartPre=/bin/mkdir -p -m 0700 /run/tandem",
+            "ExecStart=/usr/local/bin/tandemd fencer --socket /run/tandem/fencer.sock",
+            "Restart=always",
+            "RestartSec=0",
+            "OOMScoreAdjust=-1000",
+            "Nice=-20",
+            "CPUSchedulingPolicy=rr",
+            "CPUSchedulingPriority=50",
+        ] {
+            assert!(s.contains(&line), "[Service] lacks {line:?}:\n{unit}");
+        }
+        assert!(!unit.lines().any(|l| l.starts_with("RuntimeDirectory=")), "{unit}");
+        assert_eq!(section(&unit, "[Install]"), ["WantedBy=multi-user.target"]);
+        assert!(FENCER_UNIT_PATH.ends_with(&format!("/{FENCER_UNIT}")));
+        assert!(FENCER_SOCKET.starts_with(&format!("{RUN_DIR}/")));
+    }
+
+    #[test]
+    fn bootstrap_enables_the_fencer_before_tandemd() {
+        let script = bootstrap(&Source::Ami, None);
+        let reload = script.find("systemctl daemon-reload\n").unwrap();
+        let fencer = script.find("systemctl enable --now tandem-fencer.service\n").unwrap();
+        let tandemd = script.find("systemctl enable --now tandemd.service\n").unwrap();
+        assert!(reload < fencer && fencer < tandemd, "{script}");
+    }
+
+    /// docs/operations.md shows both units exactly as rendered (for cluster `web`, node `web-a`).
+    #[test]
+    fn operations_doc_shows_the_rendered_units() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        for (name, text) in [("tandem-fencer.service", fencer_unit()), ("tandemd.service", unit("web", "web-a"))] {
+            let block = format!("```ini\n# /etc/systemd/system/{name}\n{text}```\n");
+            assert!(doc.contains(&block), "docs/operations.md does not show {name} as rendered:\n{block}");
+        }
     }
 
     #[test]
