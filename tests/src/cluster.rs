@@ -459,7 +459,7 @@ fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, journ
     };
     if opts.fenced_app {
         // A process outside tandemd's tree (setsid -f) in the node's cgroup, as `systemctl start` would make it.
-        let app = FENCED_APP.replace("@J@", &j.to_string()).replace("@DELAY@", opts.start_delay);
+        let app = FENCED_APP.replace("@J@", &j.to_string()).replace("@DELAY@", opts.start_delay).replace("@D@", &d);
         c.push_str(&format!(
             "group \"{GROUP}\" {{\n  servers  = [{}]\n  failback = \"{}\"\n{mirror}\n{app}{depends}  }}\n}}\n",
             servers.join(", "),
@@ -485,10 +485,11 @@ fn render_config(opts: &Options, bed: &Testbed, witness: Option<&Witness>, journ
 const SECRETS_MARK: &str = "# secrets\n";
 /// Replaced, per node, by the node's app cgroup.
 const APP_CGROUP_MARK: &str = "@APPCG@";
-/// The exec resource of the fenced app (`@APPCG@`, `@J@` the journal, `@DELAY@` seconds before it starts).
+/// The exec resource of the fenced app (`@APPCG@`, `@J@` the journal, `@DELAY@` seconds before it starts); its
+/// stop hangs while `@D@/hang-stop-NODE` exists (`@D@` the cluster's directory).
 const FENCED_APP: &str = r#"  resource "exec" "app" {
     start  = "sleep @DELAY@; setsid -f sh -c 'echo 0 > @APPCG@/cgroup.procs && exec sleep 1000000' </dev/null >/dev/null 2>&1; until grep -qx 'populated 1' @APPCG@/cgroup.events; do sleep 0.005; done; echo \"$(date +%s%N) $TANDEM_NODE start\" >> @J@"
-    stop   = "echo 1 > @APPCG@/cgroup.kill; while grep -qx 'populated 1' @APPCG@/cgroup.events; do sleep 0.005; done; echo \"$(date +%s%N) $TANDEM_NODE stop\" >> @J@"
+    stop   = "if test -e @D@/hang-stop-$TANDEM_NODE; then sleep 1000; fi; echo 1 > @APPCG@/cgroup.kill; while grep -qx 'populated 1' @APPCG@/cgroup.events; do sleep 0.005; done; echo \"$(date +%s%N) $TANDEM_NODE stop\" >> @J@"
     probe  = "grep -qx 'populated 1' @APPCG@/cgroup.events || exit 7"
     cgroup = "@APPCG@"
 "#;

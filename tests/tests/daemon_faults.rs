@@ -159,3 +159,34 @@ fn a_restart_within_the_lease_keeps_the_group_where_it_runs() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_stop_that_hangs_past_the_deadline_is_forced_by_the_fencer() -> Result<()> {
+    for run in 0..runs() {
+        let c = Cluster::start(fenced())?;
+        let a = app_node(&c)?;
+        std::fs::write(c.dir().join(format!("hang-stop-n{a}")), "")?;
+        let cut = Instant::now();
+        // Isolated: no lease renewal, no vouch; the stop it starts hangs, so only the fencer can end the app.
+        c.bed.isolate(a)?;
+        wait_app_only_on(&c, other(a), TAKEOVER)?;
+        let apps = c.apps.as_ref().ok_or("apps")?;
+        let died = apps.died_after(a, cut).ok_or("the old app never died")?;
+        let started = apps.started_after(other(a), cut).ok_or("no start")?;
+        report("stop hangs past the deadline", "old app dead after", died - cut);
+        report("stop hangs past the deadline", "takeover (app on the standby)", started - cut);
+        assert!(
+            c.fencer_log(a).contains("deadline passed"),
+            "run {run}: the fencer did the kill:\n{}",
+            c.fencer_log(a)
+        );
+        let events = String::from_utf8_lossy(&c.ctl(a, &["events"])?.stdout).to_string();
+        assert!(events.contains("forced stop"), "run {run}:\n{events}");
+        c.bed.unisolate(a)?;
+        std::fs::remove_file(c.dir().join(format!("hang-stop-n{a}")))?;
+        wait_until(Duration::from_secs(15), "old node standby", || c.role(a).is_ok_and(|r| r == "standby"))?;
+        assert_eq!(app_node(&c)?, other(a), "run {run}");
+        assert_no_overlap(&c);
+    }
+    Ok(())
+}

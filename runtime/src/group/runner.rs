@@ -604,6 +604,25 @@ impl Runner {
         }
     }
 
+    /// After the fencer's forced stop: each resource not stopped is probed (an exec whose stop command hung is
+    /// stopped once its cgroup is empty), and only what still answers running gets its (idempotent) stop again.
+    async fn confirm_forced_stop(&mut self) -> bool {
+        let inv = Invocation { lease_token: Some(self.token) };
+        for i in 0..self.slots.len() {
+            if self.slots[i].state == "stopped" {
+                continue;
+            }
+            if let Ok(Probe::Stopped) = self.slots[i].imp.probe(&inv).await {
+                self.slots[i].state = "stopped";
+                self.slots[i].last_error.clear();
+            }
+        }
+        if self.slots.iter().all(|s| s.state == "stopped") {
+            return true;
+        }
+        self.stop_resources().await
+    }
+
     /// After a stop missed its deadline: did the fencer kill everything that may still run? True when it fired
     /// successfully and every resource not stopped is an exec whose processes live in a cgroup it killed.
     async fn fencer_covered_the_stop(&self) -> bool {
@@ -1175,9 +1194,8 @@ impl Runner {
                             "",
                             "forced stop: the fencer killed the group's cgroups at the deadline",
                         );
-                        // What ran is dead; the stops (idempotent, as after any takeover) now confirm it and
-                        // clear what the resources track, so this node can serve as a standby again.
-                        self.stop_resources().await
+                        // What ran is dead: confirm it, so that this node can serve as a standby again.
+                        self.confirm_forced_stop().await
                     } else {
                         self.cx.shutdown_node("the group did not stop before its lease ran out").await;
                         false
