@@ -489,9 +489,9 @@ fn cluster_certs(dir: &std::path::Path, ca: &str, nodes: &[&str]) -> Vec<PeerTls
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_runs_over_tls_with_cluster_certificates_and_refuses_strangers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let tls = cluster_certs(dir.path(), "cluster-ca", &["node-a", "node-b"]);
+    let tls = cluster_certs(dir.path(), "cluster-ca", &["node-a", "node-b", "node-c"]);
     let strangers = cluster_certs(dir.path(), "other-ca", &["node-x"]);
-    let (a_tls, b_tls) = (tls[0].clone(), tls[1].clone());
+    let (a_tls, b_tls, c_tls) = (tls[0].clone(), tls[1].clone(), tls[2].clone());
     let a = backing(&dir, "a.img", MIB, 0);
     let b = backing(&dir, "b.img", MIB, 0);
 
@@ -500,17 +500,29 @@ async fn replication_runs_over_tls_with_cluster_certificates_and_refuses_strange
     let server = Arc::clone(&b_tls.server);
     let store_b: Arc<dyn BlockStore> = Arc::new(FileStore::open(&b).expect("open B"));
     let secondary = tokio::spawn(async move {
-        // First a stranger (refused), then node-a.
+        // First a stranger (refused), then node-c of the same cluster, not the configured peer (refused), then
+        // node-a.
         let (tcp, _) = listener.accept().await.expect("accept");
-        let refused = accept_tls(tcp, Arc::clone(&server)).await.err().map(|e| e.code());
+        let refused = accept_tls(tcp, Arc::clone(&server), "node-a").await.err().map(|e| e.code());
         let (tcp, _) = listener.accept().await.expect("accept");
-        let tls = accept_tls(tcp, server).await.expect("TLS from node-a");
-        (refused, serve_secondary(tls, store_b).await)
+        let foreign = accept_tls(tcp, Arc::clone(&server), "node-a").await.err().map(|e| e.to_string());
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let tls = accept_tls(tcp, server, "node-a").await.expect("TLS from node-a");
+        ((refused, foreign), serve_secondary(tls, store_b).await)
     });
 
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let stranger = connect_tls(tcp, Arc::clone(&strangers[0].client), "node-b").await;
     assert_eq!(stranger.err().map(|e| e.code()), Some("TDM-MIR-039"), "a certificate of another CA is refused");
+    // node-c's certificate is of the cluster CA: the handshake completes on its side, the secondary drops it.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let other_node = connect_tls(tcp, Arc::clone(&c_tls.client), "node-b").await;
+    if let Ok(link) = other_node {
+        let cfg = ReplicationConfig { node: "node-c".into(), ..ReplicationConfig::default() };
+        let local: Arc<dyn BlockStore> = Arc::new(FileStore::open(&a).expect("open A"));
+        let linked = ReplicatedStore::connect(local, link, cfg, Gate::new(true)).await;
+        assert!(linked.is_err(), "node-c must not get a replication link to node-b's replica");
+    }
 
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let link = connect_tls(tcp, Arc::clone(&a_tls.client), "node-b").await.expect("TLS to node-b");
@@ -522,8 +534,10 @@ async fn replication_runs_over_tls_with_cluster_certificates_and_refuses_strange
     assert_range(&std::fs::read(&b).expect("read B"), 4096, 8192, 0x3c);
     assert_eq!(primary.state(), ReplicationState::Connected);
     drop(primary);
-    let (refused, served) = tokio::time::timeout(LIMIT, secondary).await.expect("ends").expect("join");
+    let ((refused, foreign), served) = tokio::time::timeout(LIMIT, secondary).await.expect("ends").expect("join");
     assert_eq!(refused, Some("TDM-MIR-039"), "the secondary refused the stranger");
+    let foreign = foreign.expect("the secondary refused node-c, a node of the cluster but not its peer");
+    assert!(foreign.contains("not node \"node-a\""), "{foreign}");
     let stats = served.expect("clean close");
     assert_eq!((stats.writes, stats.flushes, stats.peer.map(|h| h.node)), (1, 1, Some("node-a".to_string())));
 }

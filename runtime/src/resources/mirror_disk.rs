@@ -891,9 +891,10 @@ async fn secondary_loop(shared: Arc<Shared>, listener: TcpListener, disk: Disk, 
         };
         let _ = tcp.set_nodelay(true);
         let (store, meta, tls, cfg) = (Arc::clone(&disk.store), disk.meta.clone(), shared.env.tls.clone(), cfg.clone());
+        let peer_name = shared.env.peer_name.clone();
         let link = async move {
             let stream: Link = match tls {
-                Some(tls) => Box::new(accept_tls(tcp, Arc::clone(&tls.server)).await?),
+                Some(tls) => Box::new(accept_tls(tcp, Arc::clone(&tls.server), &peer_name).await?),
                 None => Box::new(tcp),
             };
             serve_secondary_meta(stream, store, cfg, meta).await

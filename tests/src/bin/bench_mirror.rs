@@ -461,7 +461,7 @@ async fn link_to_secondary(
         let (tcp, _) = listener.accept().await.map_err(io)?;
         tcp.set_nodelay(true).map_err(io)?;
         let stream: Link = match server {
-            Some(server) => Box::new(accept_tls(tcp, server).await?),
+            Some(server) => Box::new(accept_tls(tcp, server, "bench-a").await?),
             None => Box::new(tcp),
         };
         let cfg = SecondaryConfig { node: "bench-b".into(), ..SecondaryConfig::default() };
