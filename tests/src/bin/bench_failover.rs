@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run -p tandem-tests --bin bench_failover -- runs 20      # SIGKILL of the active, N times
+//! cargo run -p tandem-tests --bin bench_failover -- runs 20 fenced   # … with a fencer per node and the app in a cgroup
 //! cargo run -p tandem-tests --bin bench_failover -- soak 600     # default timing, 30 % loss + CPU hog, N seconds
 //! cargo run -p tandem-tests --bin bench_failover -- soak 600 fast   # the same at 100 ms / 500 ms, ttl 1 s
 //! cargo run -p tandem-tests --bin bench_failover -- aws vip 20   # terraform-examples/vip-cluster, SIGKILL N times
@@ -53,8 +54,9 @@ fn summary(label: &str, v: &mut [f64]) {
     );
 }
 
-fn runs(n: usize) -> Result<()> {
-    let mut c = Cluster::start(Options::default())?;
+fn runs(n: usize, fenced: bool) -> Result<()> {
+    // fenced: the app in a cgroup per node and a fencer per node, as the rendered units run them.
+    let mut c = Cluster::start(Options { fenced_app: fenced, ..Options::default() })?;
     let (mut total, mut detect, mut takeover) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=n {
         let a = c.active()?;
@@ -214,7 +216,8 @@ fn aws(example: Example, n: usize) -> Result<()> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["runs", n] => runs(n.parse()?),
+        ["runs", n] => runs(n.parse()?, false),
+        ["runs", n, "fenced"] => runs(n.parse()?, true),
         ["soak", s] => soak(s.parse()?, false),
         ["soak", s, "fast"] => soak(s.parse()?, true),
         ["aws", kind, n] => {
@@ -226,7 +229,7 @@ fn main() -> Result<()> {
             };
             aws(example, n.parse()?)
         }
-        [] => runs(20),
-        _ => Err("usage: bench_failover [runs N | soak SECONDS [fast] | aws vip|eip|dns N]".into()),
+        [] => runs(20, false),
+        _ => Err("usage: bench_failover [runs N [fenced] | soak SECONDS [fast] | aws vip|eip|dns N]".into()),
     }
 }
