@@ -89,6 +89,22 @@ pub fn eligible_peer(snap: &crate::membership::heartbeat::Snapshot, index: usize
     })
 }
 
+/// A peer not known to be down whose heartbeats say it runs group `index` (starting, active or stopping). While
+/// one exists, a free lease is not taken: the lease item may read free (deleted, released by a stale incarnation,
+/// restored from a backup) while that peer's resources still run.
+pub fn peer_running<'a>(
+    snap: &crate::membership::heartbeat::Snapshot,
+    index: usize,
+    others: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    others.into_iter().find(|node| {
+        snap.peer(node).is_some_and(|p| {
+            p.liveness != crate::membership::heartbeat::peer::Liveness::Down
+                && wire::NodeWire::decode(&p.state).and_then(|w| w.group(index)).is_some_and(|g| g.role.is_running())
+        })
+    })
+}
+
 /// Why `node` will not take group `index` unless something changes (None: it will, or may soon), as this node
 /// sees it: `me` is this node, `my_role` its role; a peer's state comes from its heartbeats. A server that is
 /// still starting (offline) or busy is not refused: it takes a move request once it is standby.
@@ -137,6 +153,8 @@ pub enum GroupError {
     Store { group: String, detail: String },
     #[error("group {group}: {node} cannot take the group now: it is {state}{hint}")]
     TargetNotReady { group: String, node: String, state: String, hint: String },
+    #[error("group {group}: the lease reads free, but {peer} says it runs the group; not taking it until {peer} stops")]
+    PeerStillRunning { group: String, peer: String },
 }
 
 impl GroupError {
@@ -153,6 +171,7 @@ impl GroupError {
             GroupError::Store { .. } => "TDM-GRP-009",
             // 010 was used by a removed variant: codes are never reused.
             GroupError::TargetNotReady { .. } => "TDM-GRP-011",
+            GroupError::PeerStillRunning { .. } => "TDM-GRP-012",
         }
     }
 }
@@ -205,6 +224,26 @@ mod tests {
         assert_eq!(says("stranger").as_deref(), Some("not a node of this cluster"));
         assert_eq!(says("me"), None);
         assert_eq!(wont_take(&snap, 0, "me", "me", Role::Failed).as_deref(), Some("failed"));
+    }
+
+    #[test]
+    fn a_free_lease_is_not_taken_while_a_live_peer_runs_the_group() {
+        use crate::membership::heartbeat::peer::Liveness;
+        let snap = crate::membership::heartbeat::Snapshot {
+            peers: vec![
+                peer("active", Liveness::Up, node_wire(Role::Active, 0)),
+                peer("stopping-suspect", Liveness::Suspect, node_wire(Role::Stopping, 0)),
+                peer("starting-down", Liveness::Down, node_wire(Role::Starting, 0)),
+                peer("standby", Liveness::Up, node_wire(Role::Standby, 0)),
+            ],
+            unattributed: Vec::new(),
+            send_errors: 0,
+        };
+        assert_eq!(peer_running(&snap, 0, ["standby", "active"]), Some("active"));
+        assert_eq!(peer_running(&snap, 0, ["stopping-suspect"]), Some("stopping-suspect"), "suspect is not down");
+        assert_eq!(peer_running(&snap, 0, ["starting-down", "standby"]), None, "a down peer's last word is stale");
+        assert_eq!(peer_running(&snap, 1, ["active"]), None, "another group");
+        assert_eq!(peer_running(&snap, 0, ["unknown"]), None);
     }
 
     #[test]

@@ -884,6 +884,13 @@ impl Runner {
                         now
                     }
                 };
+                // A free item says nothing about a live peer that still runs the group (the item was deleted,
+                // or released by an earlier incarnation of that peer): its heartbeats do.
+                if let Some(p) = super::peer_running(snap, self.index, self.others()) {
+                    let e = GroupError::PeerStillRunning { group: self.group.name.clone(), peer: p.to_string() };
+                    self.note_error(e.code(), &e.to_string());
+                    return;
+                }
                 // With a peer lost, a free lease is taken only on a witness's word that we are not the isolated one.
                 if self.peer_down_since.is_some()
                     && matches!(self.witness_says(self.peer_down_since), WitnessView::Isolated | WitnessView::Pending)
@@ -1381,4 +1388,73 @@ enum WitnessView {
     Isolated,
     /// No verdict taken since the peer was lost yet.
     Pending,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::wire::{GroupWire, NodeWire};
+    use crate::membership::heartbeat::PeerStatus;
+
+    const W: Duration = Duration::from_millis(500);
+
+    fn peer(node: &str, liveness: Liveness, vouch: bool, echo_sent: Option<Instant>) -> PeerStatus {
+        PeerStatus {
+            node: node.into(),
+            liveness,
+            links: Vec::new(),
+            state: NodeWire { flags: 0, groups: vec![GroupWire { role: Role::Standby, vouch }] }.encode(),
+            echo_sent,
+            last_heard: None,
+        }
+    }
+
+    fn snap(peers: Vec<PeerStatus>) -> Snapshot {
+        Snapshot { peers, unattributed: Vec::new(), send_errors: 0 }
+    }
+
+    fn held(valid_until: Instant) -> LeaseState {
+        LeaseState::Held { token: 3, valid_until, record: None }
+    }
+
+    #[test]
+    fn the_deadline_is_the_later_of_lease_and_vouch() {
+        let t = Instant::now();
+        let others = vec!["b".to_string()];
+        let vouching = snap(vec![peer("b", Liveness::Up, true, Some(t))]);
+        let vouch_until = t + holder_validity(W);
+        let lease = held(t + Duration::from_millis(100));
+        assert_eq!(run_deadline(Some(&lease), &vouching, &others, 0, W), (Some(vouch_until), None));
+        let long = held(t + Duration::from_secs(5));
+        assert_eq!(run_deadline(Some(&long), &vouching, &others, 0, W), (Some(t + Duration::from_secs(5)), None));
+    }
+
+    #[test]
+    fn no_vouch_without_every_peer_vouching_up_and_echoing() {
+        let t = Instant::now();
+        let others = vec!["b".to_string(), "c".to_string()];
+        let lease = held(t + Duration::from_millis(800));
+        let cases = [
+            snap(vec![peer("b", Liveness::Up, true, Some(t))]),
+            snap(vec![peer("b", Liveness::Up, true, Some(t)), peer("c", Liveness::Up, false, Some(t))]),
+            snap(vec![peer("b", Liveness::Up, true, Some(t)), peer("c", Liveness::Down, true, Some(t))]),
+            snap(vec![peer("b", Liveness::Up, true, Some(t)), peer("c", Liveness::Up, true, None)]),
+        ];
+        for s in cases {
+            assert_eq!(run_deadline(Some(&lease), &s, &others, 0, W), (Some(t + Duration::from_millis(800)), None));
+        }
+        assert_eq!(run_deadline(None, &snap(Vec::new()), &others, 0, W), (None, None), "neither: stop now");
+    }
+
+    #[test]
+    fn a_lease_lost_to_another_holder_ends_the_right_at_once_even_with_a_vouch() {
+        let t = Instant::now();
+        let others = vec!["b".to_string()];
+        let vouching = snap(vec![peer("b", Liveness::Up, true, Some(t))]);
+        let lost = LeaseState::Lost { token: 3, code: "TDM-LEASE-002" };
+        assert_eq!(run_deadline(Some(&lost), &vouching, &others, 0, W), (None, Some("TDM-LEASE-002")));
+        // Run out by the clock: the vouch may still carry the group (the lease store was unreachable).
+        let expired = LeaseState::Lost { token: 3, code: "deadline" };
+        assert_eq!(run_deadline(Some(&expired), &vouching, &others, 0, W), (Some(t + holder_validity(W)), None));
+    }
 }
