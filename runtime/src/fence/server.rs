@@ -17,6 +17,8 @@ use super::protocol::{MAX_LINE, ProtocolError, Reply, Request};
 
 /// How long a kill waits for a cgroup to empty before it counts as failed.
 pub const KILL_WAIT: Duration = Duration::from_secs(2);
+/// Longest single wait in poll(2) while a deadline is armed (see `serve`).
+const POLL_SLICE_NS: u64 = 50_000_000;
 /// Most tandemd connections served at once (tandemd uses one; a restarted tandemd opens a new one).
 const MAX_CLIENTS: usize = 16;
 
@@ -125,8 +127,10 @@ pub fn serve(listener: UnixListener, kill_wait: Duration) -> Result<(), FencerEr
     let mut fencer = Fencer::default();
     let mut clients: Vec<Client> = Vec::new();
     loop {
+        // poll(2) times out on CLOCK_MONOTONIC, which stops during a suspend: wait in slices, so that a machine
+        // that wakes up past a deadline is fenced within one slice.
         let timeout = fencer.next_deadline().map(|d| {
-            let left = d.saturating_sub(boottime_ns());
+            let left = d.saturating_sub(boottime_ns()).min(POLL_SLICE_NS);
             Timespec {
                 tv_sec: i64::try_from(left / 1_000_000_000).unwrap_or(i64::MAX),
                 tv_nsec: i64::try_from(left % 1_000_000_000).unwrap_or(0),

@@ -165,6 +165,8 @@ pub struct Runner {
     cgroups: Vec<String>,
     /// Keeps the fencer armed with the group's deadline while the group runs here.
     arming: Option<JoinHandle<()>>,
+    /// The machine's suspended time when the group started here ([`crate::fence::clock::suspended_ns`]).
+    suspended_at_start: u64,
 }
 
 /// The absolute cgroup paths of the group's exec resources (a relative `cgroup` is under the cgroup2 mount).
@@ -264,6 +266,7 @@ impl Runner {
         let runner = Runner {
             cgroups,
             arming: None,
+            suspended_at_start: 0,
             ready_at: cx.started + cx.config.heartbeat.timeout,
             cx,
             index,
@@ -575,11 +578,16 @@ impl Runner {
         let others = self.other_servers();
         let events = self.cx.events.clone();
         let tick = self.tick();
+        let suspended_at_start = self.suspended_at_start;
         self.arming = Some(tokio::spawn(async move {
             let mut last_error = String::new();
             let mut ticker = tokio::time::interval(tick);
             loop {
                 ticker.tick().await;
+                if crate::fence::clock::suspended_since(suspended_at_start).is_some() {
+                    // Deadlines computed on an Instant are late by the time slept: never hand one to the fencer.
+                    return;
+                }
                 let state = lease.borrow().clone();
                 let snap = hb.borrow().clone();
                 let (deadline, lost) = run_deadline(Some(&state), &snap, &others, index, w);
@@ -973,6 +981,17 @@ impl Runner {
         if let Some(LeaseState::Held { record: Some(r), .. }) = self.keeper.as_ref().map(LeaseKeeper::state) {
             self.record = Some(r);
         }
+        if let Some(slept) = crate::fence::clock::suspended_since(self.suspended_at_start) {
+            // Every deadline of ours is an Instant, which stood still while the machine slept: the lease may well
+            // be someone else's by now. Stop at once; the fencer (on CLOCK_BOOTTIME) may already have.
+            let e = GroupError::LeaseLost {
+                group: self.group.name.clone(),
+                cause: format!("the machine was suspended for {} ms while running the group", slept.as_millis()),
+            };
+            self.cx.events.record(&self.group.name, "fence", e.code(), e.to_string());
+            self.stop_group(StopReason::Fence("suspended".into()), false).await;
+            return;
+        }
         let (deadline, lost) = self.deadline(snap);
         if let Some(code) = lost {
             let e = GroupError::LeaseLost { group: self.group.name.clone(), cause: format!("renewal refused: {code}") };
@@ -1065,6 +1084,7 @@ impl Runner {
             self.cx.timing,
         ));
         self.free_seen = None;
+        self.suspended_at_start = crate::fence::clock::suspended_ns();
         self.set_role(Role::Starting, &format!("lease token {}", lease.token));
         if let Err(e) = self.arm_fencer(lease.valid_until).await {
             // Running the group with nothing to stop it if tandemd dies would break the one-active-node rule.
