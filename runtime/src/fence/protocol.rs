@@ -222,9 +222,8 @@ impl fmt::Display for Reply {
                 }
             }
             Reply::Err { code, message } => {
-                // One line, printable: the message may quote what the peer sent.
-                let clean: String =
-                    message.chars().map(|c| if c.is_ascii_graphic() { c } else { ' ' }).take(512).collect();
+                // One line, printable: the message may quote what the peer sent (bounded by the line it came in).
+                let clean: String = message.chars().map(|c| if c.is_ascii_graphic() { c } else { ' ' }).collect();
                 write!(f, "ERR {code} {clean}")
             }
         }
