@@ -334,7 +334,13 @@ impl Runner {
                     }
                 },
                 _ = ticker.tick() => {}
-                r = hb.changed() => if r.is_err() { return },
+                r = hb.changed() => if r.is_err() {
+                    // Without heartbeats there are no vouches and no view of the peers: stop what runs here.
+                    if self.role.is_running() {
+                        self.stop_group(StopReason::Fence("the heartbeat service ended".into()), true).await;
+                    }
+                    return;
+                },
             }
             self.step().await;
             self.publish();
