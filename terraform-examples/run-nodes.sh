@@ -17,7 +17,10 @@
 # <id> is `tdemo-<pid of demo.sh>`, <link> `tdemo<pid>h` (its alias is <id>): `down`, and the next net-up for
 # runs whose process is gone, find everything by these names. Only these addresses and loopback are traffic
 # targets: the nodes' heartbeats go to each other, their AWS calls and the witness check to moto on the host
-# address. Needs root and `ip` (iproute2). Settings (environment):
+# address. The app of each node is a process in a cgroup of its own under $CG_MOUNT (cgroup2 mounted outside /sys:
+# `ip netns exec` mounts a fresh sysfs over /sys, which hides /sys/fs/cgroup), and each node runs a fencer
+# (`tandemd fencer`, what tandem-fencer.service runs on EC2) that kills that cgroup when the node's right to run
+# the group ends while its tandemd is dead. Needs root and `ip` (iproute2). Settings (environment):
 #   DEMO_HOST_ADDR   the host-side address (default 10.0.0.250, in the VPC range, outside its subnets)
 #   FAILOVER_LIMIT   seconds the standby may take to become active after the kill (default 15)
 #   FAST=1           the fast timing of docs/operations.md (heartbeat 100ms/500ms, lease ttl 1s/200ms)
@@ -27,11 +30,40 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tandem/target}"
 bin="$CARGO_TARGET_DIR/debug"
 ID_PREFIX=tdemo
+# The demo's cgroup2 mount; the node cgroups are $CG_MOUNT/<id>/<node>. Left mounted after the demo.
+CG_MOUNT=/run/tandem-demo/cgroup2
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 note() { printf '   %s\n' "$*"; }
 die() { printf 'run-nodes: %s\n' "$*" >&2; exit 1; }
 now_ms() { date +%s%3N; }
+
+# ---------------------------------------------------------------------------------------------------- cgroups
+
+cg_mounted() { awk -v m="$CG_MOUNT" '$5 == m && / - cgroup2 /' /proc/self/mountinfo | grep -q .; }
+
+# cgroup2 on $CG_MOUNT unless it is mounted there already.
+cg_mount() {
+  cg_mounted && return 0
+  mkdir -p "$CG_MOUNT"
+  mount -t cgroup2 cgroup2 "$CG_MOUNT" 2>/dev/null || true
+  cg_mounted || die "cannot mount cgroup2 on $CG_MOUNT (each node's app runs in a cgroup of its own)"
+}
+
+# Kills everything in cgroup $1 and removes it (silent: net-up's output is the host address).
+cg_remove() {
+  local cg="$1" p
+  [ -d "$cg" ] || return 0
+  if ! echo 1 > "$cg/cgroup.kill" 2>/dev/null; then
+    for p in $(cat "$cg/cgroup.procs" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+  fi
+  for _ in $(seq 1 200); do
+    rmdir "$cg" 2>/dev/null && return 0
+    [ -d "$cg" ] || return 0
+    sleep 0.01
+  done
+  return 1
+}
 
 # ---------------------------------------------------------------------------------------------------- network
 
@@ -50,6 +82,14 @@ sweep_stale() {
     case "$link" in "$ID_PREFIX"[0-9]*h) ;; *) continue ;; esac
     pid="${link#"$ID_PREFIX"}"; pid="${pid%h}"
     [ -d "/proc/$pid" ] || ip link del dev "$link" 2>/dev/null || true
+  done
+  local cg n
+  for cg in "$CG_MOUNT/$ID_PREFIX"-*; do
+    [ -d "$cg" ] || continue
+    pid="${cg##*-}"
+    [ -d "/proc/$pid" ] && continue
+    for n in "$cg"/*/; do [ -d "$n" ] && { cg_remove "${n%/}" || true; }; done
+    cg_remove "$cg" || true
   done
 }
 
@@ -110,6 +150,11 @@ nodes_down() {
       ip netns del "$ns" 2>/dev/null || true
     done
     rm -f "$dir/namespaces"
+  fi
+  # The app cgroups (the nodes' first, their parent last): what the kills above left, if anything, dies here.
+  if [ -f "$dir/cgroups" ]; then
+    for r in $(tac "$dir/cgroups"); do cg_remove "$r" || echo "run-nodes: could not remove cgroup $r" >&2; done
+    rm -f "$dir/cgroups"
   fi
   if [ -f "$dir/host-routes" ]; then
     for r in $(cat "$dir/host-routes"); do ip route del "$r/32" dev "$HOST_LINK" 2>/dev/null || true; done
@@ -181,11 +226,11 @@ PY
   cat > "$DIR/rewrite.py" <<'PY'
 """Rewrites a rendered node config for the demo bed: what the machine here lacks is replaced, the rest is kept.
 
-usage: rewrite.py IN OUT SECRETS_DIR WITNESS APPDIR MODE TIMING   (MODE: full | exec-only; TIMING: rendered | fast)
+usage: rewrite.py IN OUT SECRETS_DIR WITNESS CGROUP MODE TIMING   (MODE: full | exec-only; TIMING: rendered | fast)
 """
 import re, sys
 
-src, out, secrets, witness, appdir, mode, timing = sys.argv[1:8]
+src, out, secrets, witness, cgroup, mode, timing = sys.argv[1:8]
 text = open(src).read()
 
 def block_span(text, header):
@@ -211,6 +256,15 @@ def set_attr(text, header, attr, value):
     body = re.sub(r'^(\s*' + attr + r'\s*=\s*)"[^"]*"', lambda m: m.group(1) + '"' + value + '"',
                   text[s:e], count=1, flags=re.M)
     return text[:s] + body + text[e:]
+
+def put_attr(text, header, attr, value):
+    """set_attr, or a new line at the end of the block when the attribute is not there."""
+    s, e = block_span(text, header)
+    if re.search(r'^\s*' + attr + r'\s*=', text[s:e], re.M):
+        return set_attr(text, header, attr, value)
+    at = text.rindex("\n", s, text.rindex("}", s, e)) + 1  # the line of the block's closing brace
+    indent = re.match(r"[ \t]*", text[s:]).group(0) + "  "
+    return text[:at] + f'{indent}{attr} = "{value}"\n' + text[at:]
 
 removed = []
 def drop_resource(text, kind):
@@ -259,13 +313,22 @@ for kind, name in re.findall(r'^\s*monitor\s+"([^"]+)"\s+"([^"]+)"', text, re.M)
     m = re.search(r'^\s*resource\s*=\s*"([^"]+)"', text[s:e], re.M)
     if m and m.group(1) in removed:
         text = text[:s] + text[e:]
-# No systemd unit tandem-app here: the app is a marker file per node.
-for name in re.findall(r'^\s*resource\s+"exec"\s+"([^"]+)"', text, re.M):
+# No systemd unit tandem-app here: the app is a `sleep` in the node's own cgroup, started outside tandemd's process
+# tree (setsid -f; writing 0 to cgroup.procs moves the writing shell itself), as `systemctl start` would; stopped
+# with cgroup.kill, probed with cgroup.events. `cgroup` names that cgroup, so the node's fencer kills it when the
+# node's right to run the group ends while tandemd is dead. One cgroup per node: one exec resource.
+execs = re.findall(r'^\s*resource\s+"exec"\s+"([^"]+)"', text, re.M)
+if len(execs) > 1:
+    sys.exit(f"the demo gives each node one app cgroup, for one exec resource; this config has {execs}")
+for name in execs:
     h = r'resource\s+"exec"\s+"' + re.escape(name) + '"'
-    app = f"{appdir}/{name}.$TANDEM_NODE"
-    text = set_attr(text, h, "start", f"echo token $TANDEM_LEASE_TOKEN > {app}")
-    text = set_attr(text, h, "stop", f"rm -f {app}")
-    text = set_attr(text, h, "probe", f"test -f {app} || exit 7")
+    up = f"grep -qx 'populated 1' {cgroup}/cgroup.events"
+    text = put_attr(text, h, "start",
+                    f"{up} || setsid -f sh -c 'echo 0 > {cgroup}/cgroup.procs && exec sleep 1000000' "
+                    f"</dev/null >/dev/null 2>&1; until {up}; do sleep 0.01; done")
+    text = put_attr(text, h, "stop", f"echo 1 > {cgroup}/cgroup.kill; while {up}; do sleep 0.01; done")
+    text = put_attr(text, h, "probe", f"{up} || exit 7")
+    text = put_attr(text, h, "cgroup", cgroup)
 
 def strip_deps(m):
     names = [n for n in re.findall(r'"([^"]+)"', m.group(2)) if n not in removed]
@@ -302,18 +365,37 @@ wait_role() {
   done
 }
 
+# The node's fencer, before its tandemd (tandem-fencer.service starts before tandemd.service on EC2): a process of
+# its own, outside tandemd's tree, so that it outlives a tandemd that crashes.
+start_fencer() {
+  local name="$1" ns="$ID-$1" sock="$DIR/$1/fencer.sock" deadline=$(($(now_ms) + 10000))
+  rm -f "$sock"
+  ip netns exec "$ns" "$bin/tandemd" fencer --socket "$sock" > "$DIR/$name/fencer.log" 2>&1 &
+  echo $! > "$DIR/$name/fencer.pid"
+  disown $!
+  until [ -S "$sock" ]; do
+    kill -0 "$(cat "$DIR/$name/fencer.pid")" 2>/dev/null ||
+      die "the fencer of $name exited: $(cat "$DIR/$name/fencer.log")"
+    [ "$(now_ms)" -lt "$deadline" ] || die "the fencer of $name did not open $sock in 10 s"
+    sleep 0.05
+  done
+}
+
 start_node() {
   local name="$1" ns="$ID-$1"
   mkdir -p "$DIR/$name/state"
   rm -f "$DIR/$name/tandemd.sock"
   # `ip netns exec` execs tandemd in place: $! is tandemd's pid.
   ip netns exec "$ns" "$bin/tandemd" --config "$DIR/$name/cluster.hcl" --node "$name" \
-    --state-dir "$DIR/$name/state" --socket "$DIR/$name/tandemd.sock" \
+    --state-dir "$DIR/$name/state" --socket "$DIR/$name/tandemd.sock" --fencer "$DIR/$name/fencer.sock" \
     --shutdown-command "echo demo: final action shutdown requested on $name" \
     > "$DIR/$name/tandemd.log" 2>&1 &
   echo $! > "$DIR/$name/pid"
   disown $!
 }
+
+# The pids in node $1's app cgroup (empty when its app does not run).
+app_pids() { tr '\n' ' ' < "$CG_MOUNT/$ID/$1/cgroup.procs" 2>/dev/null | sed 's/ $//'; }
 
 # A failure of the run: the nodes' last log lines and status, then exit 1.
 fail() {
@@ -321,6 +403,7 @@ fail() {
   for n in "${names[@]}"; do
     printf '   --- %s: last lines of %s\n' "$n" "$DIR/$n/tandemd.log" >&2
     tail -n 12 "$DIR/$n/tandemd.log" 2>/dev/null | sed 's/^/   /' >&2 || true
+    tail -n 3 "$DIR/$n/fencer.log" 2>/dev/null | sed 's/^/   fencer: /' >&2 || true
     "$bin/tandemctl" --socket "$DIR/$n/tandemd.sock" status 2>/dev/null | sed 's/^/   /' >&2 || true
   done
   die "$@"
@@ -387,7 +470,15 @@ except OSError as e:
     && note "$standby reaches $active's private IP over the bridge" || die "$standby cannot reach $active"
 
   step "runtime: node configs as rendered by tandem_cluster, adapted to this machine"
-  mkdir -p "$DIR/app"
+  # One app cgroup per node, under a cgroup2 mount of the demo's own (see CG_MOUNT); listed before they exist, so
+  # that nodes_down removes whatever of them was made.
+  cg_mount
+  echo "$CG_MOUNT/$ID" >> "$DIR/cgroups"
+  mkdir -p "$CG_MOUNT/$ID"
+  for name in "${names[@]}"; do
+    echo "$CG_MOUNT/$ID/$name" >> "$DIR/cgroups"
+    mkdir -p "$CG_MOUNT/$ID/$name"
+  done
   # The secrets tandem_cluster generated (user_data writes them to /etc/tandem/secrets/ on a real node).
   terraform -chdir="$tf" show -json | "$py" -c '
 import json, os, sys
@@ -417,7 +508,7 @@ for node in sys.argv[2:]:
       terraform -chdir="$tf" output -json node_config |
         "$py" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$name" > "$DIR/$name/rendered.hcl"
       "$py" "$DIR/rewrite.py" "$DIR/$name/rendered.hcl" "$DIR/$name/cluster.hcl" "$DIR/$name/secrets" \
-        "$HOST_ADDR:$port" "$DIR/app" "$1" "$timing" > "$DIR/removed"
+        "$HOST_ADDR:$port" "$CG_MOUNT/$ID/$name" "$1" "$timing" > "$DIR/removed"
       "$bin/tandemctl" config check "$DIR/$name/cluster.hcl" --node "$name" >/dev/null
     done
   }
@@ -427,7 +518,13 @@ for node in sys.argv[2:]:
   note "np_resolution witness ec2.<region>.amazonaws.com:443 -> tcp $HOST_ADDR:$port (moto)"
   note "removed (nothing here can run them): $(cat "$DIR/removed")"
   [ "$mode" = exec-only ] && note "DEMO_MODE=exec-only: aws_vip removed too; the VIP routes will not move"
-  note "exec \"app\": systemctl start/stop/is-active tandem-app -> a marker file per node in $DIR/app"
+  note "exec \"app\": systemctl start/stop/is-active tandem-app -> a \`sleep\` (setsid: outside tandemd's tree) in"
+  note "         the node's cgroup, stopped with cgroup.kill, probed with cgroup.events"
+  note "         cgroup system.slice/tandem-app.service -> $CG_MOUNT/$ID/<node>"
+  note "         (cgroup2 mounted outside /sys: \`ip netns exec\` hides /sys/fs/cgroup)"
+  note "fencer: \`tandemd fencer --socket $DIR/<node>/fencer.sock\` per node"
+  note "         (tandem-fencer.service on EC2), started before tandemd, which gets --fencer; it kills the node's"
+  note "         app cgroup when the node's right to run the group ends while tandemd is dead"
   if [ "$timing" = fast ]; then
     note "FAST set: heartbeat 100ms/500ms, lease ttl 1s renewed every 200ms (docs/operations.md, \"Timing\")"
     note "kept as rendered: nodes, interconnect, lease table, aws_vip, group order"
@@ -448,6 +545,8 @@ for node in sys.argv[2:]:
 
   export AWS_EC2_METADATA_DISABLED=true TANDEM_LOG="${TANDEM_LOG:-info}"
   step "runtime: start tandemd on $active and $standby"
+  for name in "${names[@]}"; do start_fencer "$name"; done
+  note "fencer pids: $active $(cat "$DIR/$active/fencer.pid"), $standby $(cat "$DIR/$standby/fencer.pid")"
   for name in "${names[@]}"; do start_node "$name"; done
   if ! wait_sockets "${names[@]}"; then
     if grep -q 'TDM-RES-001.*aws_vip' "$DIR"/*/tandemd.log; then
@@ -485,6 +584,9 @@ sys.exit(0 if all(p.get("state") == "standby" for p in g.get("peers", [])) else 
 
   step "tandemctl status on $active"
   "$bin/tandemctl" --socket "$DIR/$active/tandemd.sock" status | sed 's/^/   /'
+  local other_app
+  other_app="$(app_pids "$standby")"
+  note "app on $active: pid $(app_pids "$active") in $CG_MOUNT/$ID/$active; on $standby: ${other_app:-none}"
   if [ -n "$mdisk" ]; then
     step "mirror disk $mdisk: the fresh pair's initial full sync, $active -> $standby"
     local synced_at=$(($(now_ms) + 60000))
@@ -509,16 +611,24 @@ sys.exit(0 if d["link"] == "connected" and d["dirty_bytes"] == 0 and not d["resy
   fi
 
   step "SIGKILL tandemd on $active (no clean stop: a crash)"
-  local killed_at took
+  local killed_at took app_pid
+  app_pid="$(app_pids "$active")"
   killed_at="$(now_ms)"
+  # tandemd alone (a crash, an OOM kill): its fencer and the app it started live on, as on a real node.
   kill -KILL "$(cat "$DIR/$active/pid")"
-  note "killed pid $(cat "$DIR/$active/pid") at $(date -u +%T.%3N)"
+  note "killed pid $(cat "$DIR/$active/pid") at $(date -u +%T.%3N);" \
+    "$active's fencer (pid $(cat "$DIR/$active/fencer.pid")) and app (pid $app_pid) live on"
   local limit="${FAILOVER_LIMIT:-15}"
   if ! wait_role "$standby" "$group" active "$((limit * 1000))"; then
     fail "FAILED: $standby did not take over group $group within $limit s of the kill"
   fi
   took=$(($(now_ms) - killed_at))
   note "$standby active $took ms after the kill (measured here: kill -> role active in tandemctl status)"
+  local app_left fenced
+  app_left="$(app_pids "$active")"
+  [ -z "$app_left" ] || fail "FAILED: $active's app (pid $app_left) still runs while $standby is active"
+  fenced="$(grep -m1 'deadline passed' "$DIR/$active/fencer.log" || true)"
+  note "$active's app is gone: ${fenced:-no \"deadline passed\" line in $DIR/$active/fencer.log}"
 
   step "tandemctl status on $standby"
   "$bin/tandemctl" --socket "$DIR/$standby/tandemd.sock" status | sed 's/^/   /'
@@ -569,7 +679,7 @@ print(g.get("failovers", "?"), g.get("last_takeover_ms", "?"))' "$group")"
   wait "$stopper" 2>/dev/null || true
   nodes_down "$DIR"
   trap - EXIT
-  note "node namespaces removed"
+  note "node namespaces, fencers and app cgroups removed"
 }
 
 case "${1:-}" in

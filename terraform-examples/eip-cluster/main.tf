@@ -81,6 +81,7 @@ resource "tandem_cluster" "this" {
       start      = "systemctl start tandem-app"
       stop       = "systemctl stop tandem-app"
       probe      = "systemctl is-active --quiet tandem-app"
+      cgroup     = "system.slice/tandem-app.service"
       depends_on = ["data", "eip"]
     }
   }

@@ -91,6 +91,7 @@ resource "tandem_cluster" "this" {
       start      = "systemctl start tandem-app"
       stop       = "systemctl stop tandem-app"
       probe      = "systemctl is-active --quiet tandem-app"
+      cgroup     = "system.slice/tandem-app.service"
       depends_on = ["data", "vip"]
     }
   }

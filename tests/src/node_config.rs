@@ -8,7 +8,8 @@
 //! - **mirror_disk**: goes, with its monitors and the dependencies on it: these suites test the service address
 //!   on AWS; the mirror disk through tandemd is `tests/tests/mirror_cluster.rs` (and the demo keeps it);
 //! - **exec**: `systemctl … tandem-app` becomes a marker file per node plus a line in a start/stop journal
-//!   ([`crate::journal`] format), so that a test can prove no two nodes ever ran the application at once;
+//!   ([`crate::journal`] format), so that a test can prove no two nodes ever ran the application at once; its
+//!   `cgroup` goes (no process to fence, and tandemd would need a fencer: see `adapt_group`);
 //! - **timing** (optional): the fast settings of docs/operations.md;
 //! - **AWS monitors** (optional): interval, retries and `on_aws_error` of the aws_vip/aws_eip/aws_dns monitors;
 //!   aws_dns monitors never check resolution here (no resolver in the bed knows the private zone).
@@ -151,6 +152,12 @@ fn adapt_group(body: Body, a: &Adapt<'_>, removed: &mut Vec<String>) -> Body {
             set(&mut b.body, "start", format!("touch {marker} && {}", line("start")));
             set(&mut b.body, "stop", format!("if [ -e {marker} ]; then rm -f {marker}; {}; fi", line("stop")));
             set(&mut b.body, "probe", format!("test -e {marker} || exit 7"));
+            // The rendered `cgroup` (system.slice/tandem-app.service) names the unit's cgroup for the fencer. Here
+            // the app is a marker file, no process, so there is nothing to fence; and a config that names a cgroup
+            // makes tandemd refuse to start without `--fencer` (TDM-NODE-016). These suites stop or kill whole
+            // nodes (tandemd and its app together), never tandemd alone, so the fencer would add nothing: it is
+            // tested with a real app in a cgroup per node by tests/tests/daemon_faults.rs (crate::cluster).
+            b.body.0.retain(|s| !matches!(s, Structure::Attribute(x) if x.key() == "cgroup"));
         }
     }
     body
@@ -228,6 +235,8 @@ group "service" {
   resource "exec" "app" {
     start = "systemctl start tandem-app"
     stop = "systemctl stop tandem-app"
+    probe = "systemctl is-active --quiet tandem-app"
+    cgroup = "system.slice/tandem-app.service"
     depends_on = ["data", "eip"]
   }
 }
@@ -272,6 +281,23 @@ monitor "aws_eip" "eip" {
         assert!(!out.text.contains("systemctl"), "{}", out.text);
         assert!(out.text.contains("/app/up-$TANDEM_NODE"), "{}", out.text);
         assert!(out.text.contains("timeout = \"5s\""), "timing kept as rendered: {}", out.text);
+    }
+
+    /// The app is a marker file here: its rendered cgroup goes (tandemd would otherwise need a fencer), the rest of
+    /// the exec resource stays.
+    #[test]
+    fn the_exec_cgroup_goes_with_the_unit() {
+        assert!(RENDERED.contains("cgroup = \"system.slice/tandem-app.service\""));
+        let out = adapt_with(false, None);
+        assert!(!out.text.contains("cgroup"), "{}", out.text);
+        assert!(!out.text.contains("tandem-app"), "{}", out.text);
+        let body: Body = hcl::parse(&out.text).expect("parses again");
+        let group = body.blocks().find(|b| b.identifier() == "group").expect("group");
+        let exec = group.body.blocks().find(|b| label(b, 0).as_deref() == Some("exec")).expect("exec kept");
+        let keys: Vec<&str> = exec.body.attributes().map(|a| a.key()).collect();
+        for key in ["start", "stop", "probe", "depends_on"] {
+            assert!(keys.contains(&key), "exec lacks {key}: {}", out.text);
+        }
     }
 
     #[test]
