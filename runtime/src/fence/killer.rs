@@ -82,12 +82,19 @@ pub fn kill_cgroup(dir: &Path, wait: Duration) -> Result<(), KillError> {
 /// Where the cgroup v2 hierarchy is mounted on this machine (`/sys/fs/cgroup` on a systemd host of today,
 /// `/sys/fs/cgroup/unified` in the hybrid layout), from /proc/self/mountinfo.
 pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        // "36 25 0:30 / /sys/fs/cgroup rw,... shared:9 - cgroup2 cgroup2 rw,..."
-        let (left, right) = l.split_once(" - ")?;
-        (right.split(' ').next()? == "cgroup2").then(|| left.split(' ').nth(4).map(std::path::PathBuf::from))?
-    })
+    cgroup2_mounts().into_iter().next()
+}
+
+/// Every cgroup2 mount point of this process's mount namespace, in mount order.
+pub fn cgroup2_mounts() -> Vec<std::path::PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    info.lines()
+        .filter_map(|l| {
+            // "36 25 0:30 / /sys/fs/cgroup rw,... shared:9 - cgroup2 cgroup2 rw,..."
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next()? == "cgroup2").then(|| left.split(' ').nth(4).map(std::path::PathBuf::from))?
+        })
+        .collect()
 }
 
 #[cfg(test)]

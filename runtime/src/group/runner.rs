@@ -176,6 +176,20 @@ fn resolve_cgroups(group: &Group) -> Result<Vec<String>, ResourceError> {
         let crate::config::resources::ResourceKind::Exec(e) = &r.kind else { continue };
         let Some(cg) = &e.cgroup else { continue };
         let path = if cg.starts_with('/') {
+            // A path copied from `systemctl show -p ControlGroup` (relative to the cgroup root, with a leading
+            // slash) would name a directory that never exists, and the fencer would kill nothing: refuse it.
+            let mounts = crate::fence::killer::cgroup2_mounts();
+            if !mounts.iter().any(|m| std::path::Path::new(cg).starts_with(m) && std::path::Path::new(cg) != m) {
+                return Err(ResourceError::new(
+                    ErrorClass::Fatal,
+                    resources::CODE_CGROUP,
+                    format!(
+                        "exec resource {}/{}: cgroup {cg:?} is not inside a cgroup2 mount ({mounts:?}); a path \
+                         as `systemctl show -p ControlGroup` prints it is relative: drop the leading slash",
+                        group.name, r.name
+                    ),
+                ));
+            }
             cg.clone()
         } else {
             let Some(mount) = crate::fence::killer::cgroup2_mount() else {
@@ -1441,6 +1455,28 @@ mod tests {
 
     fn held(valid_until: Instant) -> LeaseState {
         LeaseState::Held { token: 3, valid_until, record: None }
+    }
+
+    fn group_with_cgroup(cg: &str) -> Group {
+        use crate::config::resources::{Exec, ResourceKind};
+        let mut exec = Exec::new("true");
+        exec.cgroup = Some(cg.to_string());
+        let mut g = Group::new("g", &["a", "b"]);
+        g.resources.push(Resource::new("app", ResourceKind::Exec(exec)));
+        g
+    }
+
+    #[test]
+    fn an_absolute_cgroup_must_be_inside_a_cgroup2_mount() {
+        let e = resolve_cgroups(&group_with_cgroup("/system.slice/tandem-app.service")).expect_err("not a mount");
+        assert_eq!(e.code, resources::CODE_CGROUP);
+        assert!(e.to_string().contains("drop the leading slash"), "{e}");
+        if let Some(mount) = crate::fence::killer::cgroup2_mount() {
+            let inside = mount.join("system.slice/app.service").display().to_string();
+            assert_eq!(resolve_cgroups(&group_with_cgroup(&inside)).expect("inside the mount"), vec![inside.clone()]);
+            let relative = resolve_cgroups(&group_with_cgroup("system.slice/app.service")).expect("relative");
+            assert_eq!(relative, vec![inside]);
+        }
     }
 
     #[test]
