@@ -124,6 +124,17 @@ fn unknown_attribute_002_suggests_the_right_name() {
 }
 
 #[test]
+fn removed_fencing_attributes_002_name_the_fencer() {
+    for line in ["fencing = \"stop_instance\"", "fencing = \"none\"", "race_delay = \"5s\""] {
+        let src = plus(&format!("arbitration {{\n  {line}\n}}\n"));
+        let e = expect(&src, "TDM-CFG-002", at(&src, line));
+        let shown = e.display_in("t.hcl");
+        assert!(shown.contains("removed") && shown.contains("stop_instance fencing"), "{shown}");
+        assert!(shown.contains("docs/fencing.md") && !shown.contains("unknown attribute"), "{shown}");
+    }
+}
+
+#[test]
 fn unknown_block_002() {
     let src = plus("hartbeat {\n  interval = \"1s\"\n}\n");
     let e = expect(&src, "TDM-CFG-002", at(&src, "hartbeat"));
@@ -402,8 +413,6 @@ fn monitor_kind_must_match_resource_kind_021() {
 fn not_applicable_022() {
     let src = plus("monitor \"tcp\" \"m\" {\n  address = \"127.0.0.1:80\"\n  on_aws_error = \"recover\"\n}\n");
     expect(&src, "TDM-CFG-022", at(&src, "\"recover\""));
-    let src = plus("arbitration {\n  race_delay = \"5s\"\n}\n");
-    expect(&src, "TDM-CFG-022", at(&src, "\"5s\""));
     let src = plus("monitor \"aws_az\" \"m\" {\n  when = \"active\"\n}\n");
     expect(&src, "TDM-CFG-022", at(&src, "\"active\""));
     let src = with(
@@ -567,7 +576,6 @@ fn examples_mean_what_their_comments_say() {
     let ResourceKind::AwsDns(spec) = &res.kind else { panic!() };
     let ips: Vec<Ipv4Addr> = dns.nodes.iter().map(|n| spec.ip_for(n)).collect();
     assert_eq!(ips, vec![Ipv4Addr::new(10, 0, 1, 20), Ipv4Addr::new(10, 0, 3, 21)]);
-    assert_eq!(dns.arbitration.fencing, Fencing::StopInstance { race_delay: Duration::from_secs(5) });
     let gw = dns.monitor_by_name("gateway").unwrap();
     assert_eq!(gw.kind.ip_targets_for("db-c"), &[Ipv4Addr::new(10, 0, 103, 5)]);
     assert_eq!(gw.recovery_target(&dns), RecoveryTarget::LocalGroups);
@@ -675,9 +683,6 @@ fn generate(seed: u64) -> Config {
     }
     c.arbitration.renew_interval = Duration::from_millis(*r.pick(&[250, 1000, 1500]));
     c.arbitration.ttl = c.arbitration.renew_interval * 2 + Duration::from_millis(1 + r.below(5000) as u64);
-    if r.chance(50) {
-        c.arbitration.fencing = Fencing::StopInstance { race_delay: r.duration() };
-    }
     for g in 0..r.below(4) {
         let mut servers = r.subset(&names);
         if servers.is_empty() {
@@ -909,4 +914,33 @@ fn tandemctl_config_check_prints_every_error_and_exits_1() {
     assert!(lines[0].starts_with(&format!("{path}:{}:{}: TDM-CFG-018 ", az.line, az.column)), "{stderr}");
     assert!(lines[1].starts_with(&format!("{path}:{}:{}: TDM-CFG-025 ", vpc.line, vpc.column)), "{stderr}");
     assert!(lines.iter().all(|l| l.ends_with(')')), "every line ends with its hint: {stderr}");
+}
+
+#[test]
+fn tandemctl_config_check_says_stop_instance_fencing_was_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.hcl");
+    let src = plus("arbitration {\n  fencing    = \"stop_instance\"\n  race_delay = \"5s\"\n}\n");
+    std::fs::write(&file, &src).unwrap();
+    let path = file.to_str().unwrap();
+    let (code, stdout, stderr) = tandemctl(&["config", "check", path]);
+    assert_eq!((code, stdout.as_str()), (1, ""), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    let (fencing, race_delay) = (at(&src, "fencing "), at(&src, "race_delay"));
+    assert!(
+        lines[0].starts_with(&format!(
+            "{path}:{}:{}: TDM-CFG-002 arbitration.fencing: stop_instance fencing was removed",
+            fencing.line, fencing.column
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{path}:{}:{}: TDM-CFG-002 arbitration.race_delay: race_delay was removed",
+            race_delay.line, race_delay.column
+        )),
+        "{stderr}"
+    );
+    assert!(lines.iter().all(|l| l.contains("docs/fencing.md") && l.ends_with(')')), "{stderr}");
 }

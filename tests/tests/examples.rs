@@ -38,13 +38,8 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 }
 
 /// The lease table's item actions and the zone monitor's call: common to every example.
-const COMMON: [&str; 5] = [
-    "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "ec2:DescribeAvailabilityZones",
-];
+const COMMON: [&str; 4] =
+    ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "ec2:DescribeAvailabilityZones"];
 
 /// Each node's rendered config passes the runtime's own offline check, naming itself.
 fn assert_node_configs_accepted(env: &Env, out: &serde_json::Value) {

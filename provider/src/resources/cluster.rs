@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
-use tandem_runtime::config::{Config, Fencing, render};
+use tandem_runtime::config::{Config, render};
 
 use self::model::Built;
 use self::user_data::Source;
@@ -30,7 +30,7 @@ pub struct Cluster;
 mod code {
     pub const BAD_SOURCE: &str = "TDM-CLU-012";
     pub const BAD_SHA256: &str = "TDM-CLU-013";
-    pub const FENCING_UNSCOPED: &str = "TDM-CLU-016";
+    // TDM-CLU-016 is retired (its warning was about stop_instance fencing, which was removed); never reuse it.
     pub const USER_DATA_TOO_LARGE: &str = "TDM-CLU-017";
     pub const SECRETS_FAILED: &str = "TDM-CLU-018";
     pub const UNKNOWN_AT_APPLY: &str = "TDM-CLU-019";
@@ -140,20 +140,6 @@ fn read_source(v: &Value, diags: &mut Diagnostics) -> Option<(Source, Option<Str
         return None;
     }
     source.map(|s| (s, sum))
-}
-
-/// The warnings of a valid configuration.
-fn warnings(config: &Config, diags: &mut Diagnostics) {
-    if matches!(config.arbitration.fencing, Fencing::StopInstance { .. })
-        && config.nodes.iter().all(|n| n.instance_id.is_none())
-    {
-        diags.warning(
-            code::FENCING_UNSCOPED,
-            "fencing = \"stop_instance\" but no node has an instance_id: the IAM policy grants no StopInstances",
-            "The policy can only name instances it knows. Give the nodes' instance_id (instances made before the \
-             cluster), or grant ec2:StopInstances on the cluster's instances in a policy of your own.",
-        );
-    }
 }
 
 /// Everything rendered from a valid model.
@@ -292,7 +278,6 @@ async fn apply(ctx: &AwsContext, prior: &Value, planned: &Value, diags: &mut Dia
         return None;
     }
     let (source, sha) = source?;
-    warnings(&built.config, diags);
 
     let keep = Secrets::from_value(planned).or_else(|| {
         // Unknown in the plan: kept secrets (CA, key) come from the prior state unless they were rotated.
@@ -412,7 +397,6 @@ impl Resource for Cluster {
         if diags.has_errors() || !built.complete() {
             return;
         }
-        warnings(&built.config, diags);
         let Some((source, sha)) = source else { return };
         let out = outputs(ctx, &built.config, &source);
         if let Some(secrets) = Secrets::from_value(&plan.planned) {

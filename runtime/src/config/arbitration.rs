@@ -1,8 +1,7 @@
-//! `arbitration { }`: the lease per failover group (DynamoDB, conditional writes) and optional fencing.
+//! `arbitration { }`: the lease per failover group (DynamoDB, conditional writes).
 
 use std::time::Duration;
 
-use super::choice::choice;
 use super::error::{ConfigPath, ErrorCode};
 use super::format_duration;
 use super::parse::{self, Cx, Reader};
@@ -12,35 +11,14 @@ use super::validate::Validator;
 
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_secs(1);
-pub const DEFAULT_RACE_DELAY: Duration = Duration::from_secs(5);
 
-choice!(
-    /// How the HCL spells the fencing mode.
-    pub enum FencingMode {
-        None = "none",
-        StopInstance = "stop_instance",
-    }
-);
-
-/// The second layer after the lease: what a node does to a lost peer before taking over its groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fencing {
-    /// Rely on the lease alone (the default).
-    None,
-    /// EC2 StopInstances on the lost peer and wait for `stopped`. The node that is not first in the group's
-    /// server list waits `race_delay` before fencing, so that two nodes that lost only their interconnect do
-    /// not stop each other at once.
-    StopInstance { race_delay: Duration },
-}
-
-impl Fencing {
-    pub fn mode(&self) -> FencingMode {
-        match self {
-            Fencing::None => FencingMode::None,
-            Fencing::StopInstance { .. } => FencingMode::StopInstance,
-        }
-    }
-}
+/// Why `fencing` is gone, for a config that still sets it (any value: `"none"` was the only other one).
+const FENCING_REMOVED: &str = "stop_instance fencing was removed (tandemd never carried it out); the fencer \
+                               (tandem-fencer.service, docs/fencing.md) replaces it";
+/// `race_delay` only ever applied to stop_instance fencing.
+const RACE_DELAY_REMOVED: &str = "race_delay was removed together with stop_instance fencing; the fencer \
+                                  (tandem-fencer.service, docs/fencing.md) replaces it";
+const REMOVED_HINT: &str = "delete the line: the fencer needs no setting in the arbitration block (docs/fencing.md)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arbitration {
@@ -52,19 +30,11 @@ pub struct Arbitration {
     pub ttl: Duration,
     /// How often the holder renews. Default 1s.
     pub renew_interval: Duration,
-    /// Default: none.
-    pub fencing: Fencing,
 }
 
 impl Default for Arbitration {
     fn default() -> Arbitration {
-        Arbitration {
-            table: None,
-            region: None,
-            ttl: DEFAULT_LEASE_TTL,
-            renew_interval: DEFAULT_RENEW_INTERVAL,
-            fencing: Fencing::None,
-        }
+        Arbitration { table: None, region: None, ttl: DEFAULT_LEASE_TTL, renew_interval: DEFAULT_RENEW_INTERVAL }
     }
 }
 
@@ -78,24 +48,9 @@ impl Arbitration {
         let region = r.opt(cx, "region", parse::string);
         let ttl = r.or(cx, "ttl", parse::duration, DEFAULT_LEASE_TTL);
         let renew_interval = r.or(cx, "renew_interval", parse::duration, DEFAULT_RENEW_INTERVAL);
-        let mode = r.or(cx, "fencing", parse::choice::<FencingMode>, FencingMode::None);
-        let race_delay = r.opt(cx, "race_delay", parse::duration);
-        let fencing = match mode {
-            FencingMode::StopInstance => Fencing::StopInstance { race_delay: race_delay.unwrap_or(DEFAULT_RACE_DELAY) },
-            FencingMode::None => {
-                if race_delay.is_some() {
-                    let at = r.path.attr("race_delay");
-                    cx.error(
-                        ErrorCode::NotApplicable,
-                        &at,
-                        format!("{at}: race_delay applies only with fencing = \"stop_instance\""),
-                    );
-                    return None;
-                }
-                Fencing::None
-            }
-        };
-        Some(Arbitration { table, region, ttl, renew_interval, fencing })
+        r.removed(cx, "fencing", FENCING_REMOVED, REMOVED_HINT);
+        r.removed(cx, "race_delay", RACE_DELAY_REMOVED, REMOVED_HINT);
+        Some(Arbitration { table, region, ttl, renew_interval })
     }
 
     pub(crate) fn render(&self, b: &mut HclBlock) {
@@ -103,10 +58,6 @@ impl Arbitration {
         b.opt_str("region", self.region.as_deref());
         b.duration("ttl", self.ttl);
         b.duration("renew_interval", self.renew_interval);
-        b.choice("fencing", self.fencing.mode());
-        if let Fencing::StopInstance { race_delay } = self.fencing {
-            b.duration("race_delay", race_delay);
-        }
     }
 
     pub(crate) fn validate(&self, v: &mut Validator) {
@@ -143,25 +94,45 @@ impl Arbitration {
                 ),
             );
         }
-        if let Fencing::StopInstance { race_delay } = self.fencing {
-            v.whole_millis(&path.attr("race_delay"), race_delay);
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::testing::{codes, parse_codes, two_nodes};
+    use crate::config::testing::{codes, two_nodes};
 
     const NODES: &str =
         "cluster \"c\" {}\nnode \"a\" {\n  private_ip = \"10.0.0.1\"\n  availability_zone = \"us-east-1a\"\n}\n";
 
     #[test]
-    fn race_delay_needs_stop_instance_fencing() {
-        assert_eq!(parse_codes(&format!("{NODES}arbitration {{\n  race_delay = \"1s\"\n}}\n")), vec!["TDM-CFG-022"]);
-        let c = crate::config::parse(&format!("{NODES}arbitration {{\n  fencing = \"stop_instance\"\n}}\n")).unwrap();
-        assert_eq!(c.arbitration.fencing, Fencing::StopInstance { race_delay: DEFAULT_RACE_DELAY });
+    fn fencing_and_race_delay_are_removed_and_point_to_the_fencer() {
+        for (line, attribute) in [
+            ("fencing = \"stop_instance\"", "fencing"),
+            ("fencing = \"none\"", "fencing"),
+            ("race_delay = \"5s\"", "race_delay"),
+        ] {
+            let src = format!("{NODES}arbitration {{\n  {line}\n}}\n");
+            let errors = crate::config::parse(&src).expect_err(line).errors;
+            assert_eq!(errors.len(), 1, "{line}: {errors:?}");
+            let e = &errors[0];
+            assert_eq!(e.code, ErrorCode::UnknownName, "{line}");
+            assert_eq!(e.path, Arbitration::path().attr(attribute), "{line}");
+            assert!(e.message.contains("stop_instance fencing"), "{line}: {}", e.message);
+            assert!(e.message.contains("removed") && e.message.contains("docs/fencing.md"), "{line}: {}", e.message);
+            assert!(!e.message.contains("unknown attribute"), "{line}: not the spelling message: {}", e.message);
+            assert!(e.hint.starts_with("delete the line") && !e.hint.contains("did you mean"), "{line}: {}", e.hint);
+            assert_eq!(e.location.map(|l| l.line), Some(7), "{line}: at the attribute");
+        }
+    }
+
+    #[test]
+    fn a_removed_name_is_not_offered_as_a_spelling_fix() {
+        let src = format!("{NODES}arbitration {{\n  fencin = \"none\"\n}}\n");
+        let errors = crate::config::parse(&src).expect_err("unknown attribute").errors;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("unknown attribute \"fencin\""), "{}", errors[0].message);
+        assert!(!errors[0].hint.contains("fencing"), "{}", errors[0].hint);
     }
 
     #[test]

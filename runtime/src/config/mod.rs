@@ -33,7 +33,7 @@ use std::path::Path;
 
 use hcl::edit::structure::Body;
 
-pub use self::arbitration::{Arbitration, Fencing};
+pub use self::arbitration::Arbitration;
 pub use self::choice::Choice;
 pub use self::cluster::{Cluster, Node};
 pub use self::duration::{format_duration, parse_duration};

@@ -204,6 +204,19 @@ impl<'b> Reader<'b> {
         self.opt(cx, key, conv).unwrap_or(default)
     }
 
+    /// An attribute an earlier version had and this one removed: when the block still sets it, it is reported as
+    /// unknown (TDM-CFG-002) with `why` (what replaces it) and `hint` instead of the spelling message. A removed
+    /// name is not offered as a spelling fix for other unknown attributes.
+    pub(crate) fn removed(&mut self, cx: &mut Cx, key: &'static str, why: &str, hint: &str) {
+        let Some((attr, taken)) = self.attrs.iter_mut().find(|(a, _)| a.key.as_str() == key) else {
+            return;
+        };
+        *taken = true;
+        let path = self.path.attr(key);
+        cx.mark(&path, attr.key.span());
+        cx.push(ConfigError::new(ErrorCode::UnknownName, path.clone(), format!("{path}: {why}")).with_hint(hint));
+    }
+
     /// All blocks `ident` of this body, in order.
     pub(crate) fn blocks(&mut self, ident: &'static str) -> Vec<&'b Block> {
         self.known_blocks.push(ident);

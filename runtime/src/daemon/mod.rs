@@ -95,6 +95,7 @@ impl DaemonError {
             DaemonError::Socket { .. } => "TDM-NODE-007",
             DaemonError::StateDir { .. } => "TDM-NODE-008",
             DaemonError::Metrics { .. } => "TDM-NODE-009",
+            // TDM-NODE-015 (the event that stop_instance fencing was not carried out) is retired: never reuse it.
             DaemonError::FencerRequired { .. } => "TDM-NODE-016",
             DaemonError::Fencer(_) => "TDM-NODE-017",
         }
@@ -272,16 +273,6 @@ pub async fn start(opts: &Options) -> Result<Arc<Daemon>, DaemonError> {
             config.cluster.name, cx.incarnation
         ),
     );
-    if let crate::config::Fencing::StopInstance { .. } = config.arbitration.fencing {
-        // Accepted by the config model, not carried out yet: say so loudly. The lease alone still keeps a single
-        // active node; what is missing is the second layer for a frozen (not dead) holder.
-        cx.events.record(
-            "",
-            "daemon",
-            "TDM-NODE-015",
-            "arbitration.fencing = \"stop_instance\" is not implemented by this tandemd build; the lease alone arbitrates",
-        );
-    }
     tokio::spawn(watch_peers(cx.clone()));
     if !witnesses.is_empty() {
         tokio::spawn(witness_loop(witnesses, cx.heartbeat.clone(), witness_tx, cx.events.clone()));

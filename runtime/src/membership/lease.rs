@@ -1,8 +1,9 @@
 //! Lease arbitration: one lease item per failover group in DynamoDB, taken and kept by conditional writes.
 //!
 //! The item (key `group`, S) carries the holder's node name and incarnation, the fencing token (N, incremented on
-//! every takeover), the holder's claimed lease duration in milliseconds and a version (N, incremented on every
-//! write). No wall clock is ever compared across nodes:
+//! every takeover; a new item starts at the Unix time in milliseconds, see [`first_token`]), the holder's claimed
+//! lease duration in milliseconds and a version (N, incremented on every write). No wall clock is ever compared
+//! across nodes:
 //!
 //! - the holder believes it holds the lease until `start of its last successful write + ttl - drift margin`
 //!   on its own monotonic clock ([`LeaseTiming::holder_validity`]);
@@ -18,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -185,7 +186,7 @@ pub struct LeaseRecord {
     pub group: String,
     /// None after a release.
     pub holder: Option<Holder>,
-    /// Fencing token: incremented on every takeover.
+    /// Fencing token: incremented on every takeover; a new item starts at [`first_token`]. 0: none yet.
     pub token: u64,
     /// The holder's claimed lease duration.
     pub ttl: Duration,
@@ -332,6 +333,26 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The fencing token of a lease item that has none yet: the Unix time `now` in milliseconds (1 for a clock before
+/// the epoch, never 0, which stands for "no token").
+///
+/// Why not 1: tokens must never go back (a mirror's Outdated marks and the token handed to the resources rely on
+/// it), but the item can vanish: deleted by hand (TDM-LEASE-008), lost in a table restore, or deleted and
+/// re-created by an operator request before anyone acquires. Its old token was the wall-clock milliseconds of its
+/// own creation plus one per takeover, and far fewer takeovers happen than milliseconds pass (each takes a
+/// conditional write, and a takeover of a held lease waits a whole ttl), so a token taken from the clock now is
+/// above every token the old item handed out. The clock only picks this starting point; the lease's safety never
+/// depends on it.
+pub fn first_token(now: SystemTime) -> u64 {
+    now.duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| ms(d).max(1))
+}
+
+/// The token of the next holder after `token`: +1, or [`first_token`] when the item carries none (0: it was
+/// created by an operator request).
+fn next_token(token: u64) -> u64 {
+    if token == 0 { first_token(SystemTime::now()) } else { token.saturating_add(1) }
+}
+
 impl LeaseStore {
     pub fn new(client: Client, table: impl Into<String>) -> LeaseStore {
         LeaseStore::with_clock(client, table, Arc::new(MonotonicClock))
@@ -473,6 +494,7 @@ impl LeaseStore {
         let start = seen_at;
         let lost = || LeaseError::LostRace { group: group.into() };
         let Some(rec) = record else {
+            let token = first_token(SystemTime::now());
             let res = self
                 .client
                 .put_item()
@@ -480,7 +502,7 @@ impl LeaseStore {
                 .item(A_GROUP, s(group))
                 .item(A_HOLDER, s(&me.node))
                 .item(A_INCARNATION, n(me.incarnation))
-                .item(A_TOKEN, n(1))
+                .item(A_TOKEN, n(token))
                 .item(A_TTL_MS, n(ms(ttl)))
                 .item(A_VERSION, n(1))
                 .condition_expression("attribute_not_exists(#g)")
@@ -488,14 +510,14 @@ impl LeaseStore {
                 .send()
                 .await;
             return match res {
-                Ok(_) => Ok(Acquire::Acquired(Lease { token: 1, valid_until: start + holder_validity(ttl) })),
+                Ok(_) => Ok(Acquire::Acquired(Lease { token, valid_until: start + holder_validity(ttl) })),
                 Err(e) if Self::is_condition_failed(&e) => Err(lost()),
                 Err(e) => Err(self.classify("PutItem", e)),
             };
         };
         let (new_token, takeover) = match &rec.holder {
             Some(h) if h == me => (rec.token, false),
-            None => (rec.token + 1, true),
+            None => (next_token(rec.token), true),
             Some(h) if !takeover => {
                 return Ok(Acquire::Busy { holder: h.clone(), token: rec.token, retry_in: contender_wait(rec.ttl) });
             }
@@ -504,7 +526,7 @@ impl LeaseStore {
                 if !wait.is_zero() {
                     return Ok(Acquire::Busy { holder: h.clone(), token: rec.token, retry_in: wait });
                 }
-                (rec.token + 1, true)
+                (next_token(rec.token), true)
             }
         };
         let res = self
@@ -1021,5 +1043,18 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn the_first_token_is_the_unix_time_in_ms_and_never_zero() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(first_token(at + Duration::from_micros(999)), 1_700_000_000_123);
+        assert_eq!(first_token(SystemTime::UNIX_EPOCH), 1, "0 means no token");
+        assert_eq!(first_token(SystemTime::UNIX_EPOCH - Duration::from_secs(1)), 1, "a clock before the epoch");
+        let before = first_token(SystemTime::now());
+        let next = next_token(0);
+        assert!(next >= before && next > 1_700_000_000_000, "an item without a token starts at the clock: {next}");
+        assert_eq!(next_token(41), 42);
+        assert_eq!(next_token(u64::MAX), u64::MAX, "no overflow panic on a malformed item");
     }
 }

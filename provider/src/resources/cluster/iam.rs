@@ -1,6 +1,6 @@
 //! The nodes' least-privilege IAM policy: exactly the actions the configured resources and monitors need
-//! (docs/DOMAIN.md §2), the lease table's item actions, StopInstances on the cluster's own instances with stop
-//! fencing, and s3:GetObject on tandemd's object when user_data fetches it from S3. Actions that support
+//! (docs/DOMAIN.md §2), the lease table's item actions (Get/Put/UpdateItem: the lease store never deletes an item),
+//! and s3:GetObject on tandemd's object when user_data fetches it from S3. Actions that support
 //! resource-level permissions are scoped: ReplaceRoute to the route tables (or, when the VIP names none, to
 //! the VPC's route tables through the `ec2:Vpc` condition), Associate/DisassociateAddress to the EIPs (and
 //! ENIs), the record actions to the hosted zones, the item actions to the table. The Describe* actions
@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::{Value as Json, json};
-use tandem_runtime::config::{Config, Fencing, MonitorKind, ResourceKind};
+use tandem_runtime::config::{Config, MonitorKind, ResourceKind};
 
 use super::user_data::Source;
 
@@ -67,18 +67,6 @@ pub(super) fn policy(config: &Config, scope: &Scope, source: &Source) -> String 
     if config.monitors.iter().any(|m| matches!(m.kind, MonitorKind::AwsAz)) {
         describe.insert("ec2:DescribeAvailabilityZones");
     }
-    let instances: BTreeSet<String> = match config.arbitration.fencing {
-        Fencing::StopInstance { .. } => config
-            .nodes
-            .iter()
-            .filter_map(|n| n.instance_id.as_ref())
-            .map(|id| scope.ec2(&format!("instance/{id}")))
-            .collect(),
-        Fencing::None => BTreeSet::new(),
-    };
-    if !instances.is_empty() {
-        describe.insert("ec2:DescribeInstances");
-    }
 
     let mut statements = Vec::new();
     if !describe.is_empty() {
@@ -120,7 +108,7 @@ pub(super) fn policy(config: &Config, scope: &Scope, source: &Source) -> String 
     let lease_region = config.lease_region().unwrap_or_else(|| scope.region.to_string());
     statements.push(statement(
         "TandemLease",
-        BTreeSet::from(["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
+        BTreeSet::from(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
         BTreeSet::from([format!(
             "arn:{}:dynamodb:{lease_region}:{}:table/{}",
             scope.partition,
@@ -128,9 +116,6 @@ pub(super) fn policy(config: &Config, scope: &Scope, source: &Source) -> String 
             config.lease_table()
         )]),
     ));
-    if !instances.is_empty() {
-        statements.push(statement("TandemFencing", BTreeSet::from(["ec2:StopInstances"]), instances));
-    }
     if let Source::S3 { bucket, key } = source {
         statements.push(statement(
             "TandemdDownload",
@@ -180,7 +165,7 @@ mod tests {
         items.iter().map(ToString::to_string).collect()
     }
 
-    const LEASE: [&str; 4] = ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"];
+    const LEASE: [&str; 3] = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"];
 
     #[test]
     fn vip_cluster_gets_route_actions_on_its_tables() {
@@ -236,19 +221,28 @@ mod tests {
     }
 
     #[test]
-    fn az_monitor_fencing_and_s3_source_add_their_actions() {
+    fn az_monitor_and_s3_source_add_their_actions() {
         let mut c = config(vec![]);
         c.monitors.push(Monitor::new("zone", MonitorKind::AwsAz));
-        c.arbitration.fencing = Fencing::StopInstance { race_delay: std::time::Duration::from_secs(5) };
         let doc = policy(&c, &SCOPE, &Source::Ami);
-        assert!(!actions(&doc).contains("ec2:StopInstances"), "no instance IDs: nothing to scope StopInstances to");
-        c.nodes[0].instance_id = Some("i-0123456789abcdef0".into());
-        let source = Source::S3 { bucket: "b".into(), key: "k/tandemd".into() };
-        let doc = policy(&c, &SCOPE, &source);
-        let mut want = set(&["ec2:DescribeAvailabilityZones", "ec2:DescribeInstances", "ec2:StopInstances"]);
-        want.insert("s3:GetObject".into());
+        let mut want = set(&["ec2:DescribeAvailabilityZones"]);
         want.extend(set(&LEASE));
         assert_eq!(actions(&doc), want);
-        assert!(doc.contains("instance/i-0123456789abcdef0") && doc.contains("arn:aws:s3:::b/k/tandemd"));
+        let source = Source::S3 { bucket: "b".into(), key: "k/tandemd".into() };
+        let doc = policy(&c, &SCOPE, &source);
+        want.insert("s3:GetObject".into());
+        assert_eq!(actions(&doc), want);
+        assert!(doc.contains("arn:aws:s3:::b/k/tandemd"));
+    }
+
+    #[test]
+    fn instances_get_no_ec2_actions_and_the_lease_table_no_delete() {
+        // Nothing in tandemd stops instances or deletes lease items: known instance IDs add no action.
+        let mut c = config(vec![]);
+        c.nodes[0].instance_id = Some("i-0123456789abcdef0".into());
+        let doc = policy(&c, &SCOPE, &Source::Ami);
+        assert_eq!(actions(&doc), set(&LEASE));
+        assert!(!doc.contains("i-0123456789abcdef0") && !doc.contains("StopInstances"), "{doc}");
+        assert!(!doc.contains("DeleteItem"), "{doc}");
     }
 }

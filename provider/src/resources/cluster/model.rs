@@ -13,12 +13,11 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tandem_runtime::config::arbitration::FencingMode;
 use tandem_runtime::config::monitor::MonitorType;
 use tandem_runtime::config::{self as rc};
 use tandem_runtime::config::{
-    AwsDns, AwsDnsNode, AwsEip, AwsVip, AwsVipNode, Choice, ConfigPath, ErrorCode, Exec, ExecNode, Fencing, Group,
-    HostPort, Interconnect, MirrorDisk, MirrorDiskNode, Monitor, MonitorKind, MonitorSettings, Node, NpProbe, NpTarget,
+    AwsDns, AwsDnsNode, AwsEip, AwsVip, AwsVipNode, Choice, ConfigPath, ErrorCode, Exec, ExecNode, Group, HostPort,
+    Interconnect, MirrorDisk, MirrorDiskNode, Monitor, MonitorKind, MonitorSettings, Node, NpProbe, NpTarget,
     PathSegment, Resource, ResourceKind, parse_duration,
 };
 use tandem_runtime::net::parse_ipv4;
@@ -552,26 +551,7 @@ pub(super) fn build(v: &Value, diags: &mut Diagnostics) -> Built {
         d.table = r.text(a.attr("table"), &at.clone().attr("table"), "unknown-table");
         d.region = r.opt_name(a.attr("region"), &at.clone().attr("region"));
         d.ttl = r.duration(a.attr("ttl"), &at.clone().attr("ttl"), d.ttl);
-        d.renew_interval = r.duration(a.attr("renew_interval"), &at.clone().attr("renew_interval"), d.renew_interval);
-        let mode = r.choice(a.attr("fencing"), &at.clone().attr("fencing"), FencingMode::None);
-        let race_at = at.attr("race_delay");
-        let race_delay = r.opt_duration(a.attr("race_delay"), &race_at);
-        c.arbitration.fencing = match mode {
-            FencingMode::StopInstance => {
-                Fencing::StopInstance { race_delay: race_delay.unwrap_or(rc::arbitration::DEFAULT_RACE_DELAY) }
-            }
-            FencingMode::None => {
-                if race_delay.is_some() {
-                    r.diags.error_at(
-                        race_at,
-                        ErrorCode::NotApplicable.code(),
-                        "race_delay applies only with fencing = \"stop_instance\"",
-                        ErrorCode::NotApplicable.hint(),
-                    );
-                }
-                Fencing::None
-            }
-        };
+        d.renew_interval = r.duration(a.attr("renew_interval"), &at.attr("renew_interval"), d.renew_interval);
     }
 
     let mut resources = Vec::new();

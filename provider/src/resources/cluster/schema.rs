@@ -100,17 +100,11 @@ fn np_resolution_block() -> Block {
 }
 
 fn arbitration_block() -> Block {
-    Block::new("The lease per failover group (DynamoDB, conditional writes) and optional fencing.")
+    Block::new("The lease per failover group (DynamoDB, conditional writes).")
         .attr(opt("table", Type::String, "The lease table. Default `tandem-<name>-leases`."))
         .attr(opt("region", Type::String, "The table's region. Default: the nodes' region."))
         .attr(opt("ttl", Type::String, "Lease validity after each renewal; > 2 x renew_interval. Default `\"5s\"`."))
         .attr(opt("renew_interval", Type::String, "How often the holder renews. Default `\"1s\"`."))
-        .attr(opt("fencing", Type::String, "`none` (default) or `stop_instance`."))
-        .attr(opt(
-            "race_delay",
-            Type::String,
-            "With `stop_instance`: delay of the lower-priority node. Default `\"5s\"`.",
-        ))
 }
 
 /// The settings every group resource has, plus the kind's own attributes and its override block.

@@ -20,8 +20,6 @@ heartbeat {
 arbitration {
   ttl            = "3s"
   renew_interval = "500ms"
-  fencing        = "stop_instance"     # second layer: StopInstances on a lost peer
-  race_delay     = "5s"                # the lower-priority node waits this long before fencing
 }
 
 group "db" {

@@ -54,7 +54,6 @@ arbitration {
   table          = "tandem-web-leases" # one lease item per group, conditional writes
   ttl            = "5s"                # > 2 x renew_interval
   renew_interval = "1s"
-  fencing        = "none"
 }
 
 group "web" {
