@@ -55,7 +55,7 @@ fn assert_no_overlap(c: &Cluster) {
 
 /// Prints one measured figure for the issue note and docs/benchmarks.md.
 fn report(scenario: &str, what: &str, d: Duration) {
-    eprintln!("FIGURE {scenario}: {what} {} ms", d.as_millis());
+    eprintln!("FIGURE {scenario}: {what} {:.3} ms", d.as_secs_f64() * 1e3);
 }
 
 /// How late the fencer's kill ran after the deadline, from its log ("... N us after the deadline ...").
