@@ -210,6 +210,34 @@ impl Cluster {
         })
     }
 
+    /// Deletes the group's lease item behind the cluster's back (an operator, a table restore). Returns the
+    /// token the item held.
+    pub fn delete_lease_item(&self) -> Result<u64> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let client = dynamodb(&self.moto.endpoint()).await;
+            let store = tandem_runtime::membership::lease::LeaseStore::new(client.clone(), TABLE);
+            let token = store.read(GROUP).await.map_err(|e| format!("[{}] {e}", e.code()))?.map_or(0, |r| r.token);
+            client
+                .delete_item()
+                .table_name(TABLE)
+                .key("group", aws_sdk_dynamodb::types::AttributeValue::S(GROUP.into()))
+                .send()
+                .await?;
+            Ok(token)
+        })
+    }
+
+    /// The group's lease token as the item holds it now (0: no item).
+    pub fn lease_token(&self) -> Result<u64> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let store =
+                tandem_runtime::membership::lease::LeaseStore::new(dynamodb(&self.moto.endpoint()).await, TABLE);
+            Ok(store.read(GROUP).await.map_err(|e| format!("[{}] {e}", e.code()))?.map_or(0, |r| r.token))
+        })
+    }
+
     /// `tandemctl mirror status data --json` on node i: the disk's object.
     pub fn mirror_status(&self, i: usize) -> Result<Value> {
         let out = self.ctl(i, &["mirror", "status", "data", "--json"])?;

@@ -190,3 +190,24 @@ fn a_stop_that_hangs_past_the_deadline_is_forced_by_the_fencer() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_lease_item_deleted_while_the_group_runs_never_gives_two_apps_nor_an_older_token() -> Result<()> {
+    for run in 0..runs() {
+        let c = Cluster::start(fenced())?;
+        let a = app_node(&c)?;
+        let old = c.delete_lease_item()?;
+        // The holder's next renewal finds no item (NotHolder) and stops; the free item is taken again only
+        // once no live node says it runs the group.
+        wait_until(TAKEOVER, "the group running again", || {
+            c.lease_token().is_ok_and(|t| t > 0) && app_node(&c).is_ok()
+        })?;
+        std::thread::sleep(Duration::from_secs(2));
+        let now = app_node(&c)?;
+        let token = c.lease_token()?;
+        assert!(token > old, "run {run}: token {token} after the deletion, {old} before: tokens never go back");
+        eprintln!("run {run}: the group ran on n{a}, then on n{now} (token {old} -> {token})");
+        assert_no_overlap(&c);
+    }
+    Ok(())
+}
