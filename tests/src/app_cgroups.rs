@@ -121,14 +121,26 @@ impl AppCgroups {
         out
     }
 
-    /// When node i's app first became alive at or after `after` (sampled).
+    /// When node i's app first became alive at or after `after` (sampled). Waits up to 100 ms for the sampler:
+    /// a caller that saw the cgroup populated itself may be a sample ahead of it.
     pub fn started_after(&self, i: usize, after: Instant) -> Option<Instant> {
-        self.intervals().iter().filter(|a| a.node == i && a.start >= after).map(|a| a.start).min()
+        self.settled(|v| v.iter().filter(|a| a.node == i && a.start >= after).map(|a| a.start).min())
     }
 
-    /// When node i's app first died at or after `after` (sampled).
+    /// When node i's app first died at or after `after` (sampled; waits for the sampler like `started_after`).
     pub fn died_after(&self, i: usize, after: Instant) -> Option<Instant> {
-        self.intervals().iter().filter(|a| a.node == i).filter_map(|a| a.end).filter(|e| *e >= after).min()
+        self.settled(|v| v.iter().filter(|a| a.node == i).filter_map(|a| a.end).filter(|e| *e >= after).min())
+    }
+
+    fn settled(&self, f: impl Fn(&[Alive]) -> Option<Instant>) -> Option<Instant> {
+        let until = Instant::now() + Duration::from_millis(100);
+        loop {
+            let found = f(&self.intervals());
+            if found.is_some() || Instant::now() >= until {
+                return found;
+            }
+            std::thread::sleep(SAMPLE_EVERY);
+        }
     }
 }
 

@@ -13,8 +13,9 @@ pub const SOURCE: &str = "tandem/tandem";
 /// `target/debug` of the build that produced this test binary.
 fn target_profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/debug/deps/<test-binary>
-    exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
+    // target/debug/deps/<test-binary>, or target/debug/<bin> for the benchmarks run with `cargo run`
+    let dir = exe.parent().unwrap_or(Path::new(""));
+    if dir.file_name().is_some_and(|n| n == "deps") { dir.parent().unwrap_or(dir) } else { dir }.to_path_buf()
 }
 
 static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
