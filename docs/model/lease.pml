@@ -46,7 +46,8 @@
  * of its write and a later landing only makes contenders see the new version later; a later answer only
  * shortens the holder's remaining belief. An answer may be lost: the write took effect but the node does not
  * know (renewal: the version moves but the holder's deadline does not; takeover: the node holds the item but
- * does not start the group). A node can reach the store or not; the environment flips that at any time.
+ * does not start the group). A node that cannot reach the store simply issues no operation (see "Implicit
+ * environment" below).
  *
  * Versions: a contender only compares "same version as the one I first saw". Instead of a (bounded, hence
  * aliasing) version number we keep seen[i] = "node i has read the current version and its wait runs"; every
@@ -69,9 +70,22 @@
  * vouch validity counts from the *send time of the echoed heartbeat* on the holder's clock: we carry that
  * countdown inside the messages (a ghost of "echoed_send_time + W' - now"), so it keeps running while the
  * messages are in flight. Channels hold one message per direction (a newer send overwrites an older one),
- * messages may be delayed arbitrarily (they are dropped once useless) or lost at any time.
+ * messages may be delayed arbitrarily (they are dropped once useless) or never received (lost).
  * A vouch never *starts* a group: running begins only with a successful acquire/renew/adopt answer.
  * Heartbeats, vouches and their handling are tandemd's: a crashed or frozen tandemd sends and answers nothing.
+ *
+ * ---------------------------------------------------------------------------------------------------------
+ * Implicit environment
+ * ---------------------------------------------------------------------------------------------------------
+ * Every action of a node is optional, and that already covers three environment events, which therefore have no
+ * variable or action of their own (compile with -DEXPLICIT_ENV to add them back; same verdicts, README.md):
+ *   - the store unreachable from a node: the node issues no store operation (or its write never lands);
+ *   - a message lost: it is never received (receiving is optional; it is dropped once useless);
+ *   - the application dying on its own: nothing in the protocol waits for it to die, so a behaviour where it
+ *     died is covered by the same behaviour where it ran on (more running applications can only break the
+ *     property sooner; the restart that may follow is action restart_app, which the fencer's kill enables too).
+ * This removes states; the only behaviours it removes are ones the code does not have (e.g. a release after a
+ * failed stop once the application died).
  *
  * ---------------------------------------------------------------------------------------------------------
  * A node: tandemd (the daemon), the application, the fencer
@@ -85,48 +99,60 @@
  * its start-up: re-adopt, or clean up + release the stale lease; Runner::adopt_at_start, clean_up_at_start,
  * release_stale_lease). A frozen tandemd that resumes first re-checks its deadline (active_step on its next
  * tick) and stops at once if it has passed: resume is one step that does exactly that. Faults (crash, freeze)
- * are bounded: MAXF in all (default 2), each at any time; restarts and resumes come at any time later, or never.
+ * are bounded: at most MAXF in all (default 1; check.sh also runs 2, --full 3), each at any time; a restart or
+ * a resume comes at any time later, or never. A hang that systemd's watchdog ends is a freeze, then a crash.
  * An UP tandemd stops the group when its beliefs end (the "self-fencing" at the deadline); a frozen, crashed or
  * starting one does not: the application runs on until the fencer (or the start-up clean-up) ends it.
+ * A crash of the whole node is a tandemd crash with the application dead and no restart: covered.
  *
  * The application: started by tandemd when the group starts (start_group: ARM the fencer, then start), and
  * started again by an active tandemd after it died (a monitor's restart, Runner::restart_resource, guarded by
- * the deadline); it may die at any time (a failure); it stops when tandemd stops the group, when the fencer
- * kills it, or when a restarted tandemd's start-up clean-up stops it.
+ * the deadline: action restart_app). It stops when tandemd stops the group, when the fencer kills it, or when a
+ * restarted tandemd's start-up clean-up stops it. A stop may also fail (a resource does not stop): tandemd then
+ * no longer runs the group, does not disarm the fencer and does not release, and the application runs on until
+ * the fencer fires (action stop_fails).
  *
  * The fencer (fd[i]): a countdown to the deadline it holds (0 = nothing armed, or fired). tandemd arms it with
  * the deadline it itself stops by, max(lease belief, vouch validity) (run_deadline): the countdown is a copy of
  * the daemon's own, so it is the same real instant (same machine, same clock rate; the boot-time conversion can
  * only make it earlier). ARM: at the group's start, before the application starts (start_group), and then by
- * the arming task at any time while the group runs (action `arm`, as late as it likes: a stalled arming task is
- * allowed, so the fencer may fire at an older, earlier deadline). An ARM whose deadline has passed fires at
- * once. DISARM: with a release after a clean stop, and at the end of a start-up that did not re-adopt. When the
- * countdown runs out the fencer kills the application, whatever tandemd is doing. The fencer itself does not
- * fail (it is a separate, hardened process; see README.md, "Not modelled").
+ * the arming task at any time while the group runs (action armer, as late as it likes: a stalled arming task,
+ * or ARMs that fail, are allowed, so the fencer may fire at an older, earlier deadline than tandemd's). An ARM
+ * whose deadline has passed fires at once. DISARM: with a release after a clean stop, and at the end of a
+ * start-up that did not re-adopt. When the countdown runs out the fencer kills the application, whatever tandemd
+ * is doing. The fencer itself does not fail (a separate, hardened process; README.md, "Not modelled").
+ *
+ * RESTART OF THE APPLICATION: the model ARMs the fencer with the current deadline before a restart, as
+ * start_group does before a start. The code (Runner::restart_resource) does NOT: that is BROKEN 10, which spin
+ * catches (README.md, "Findings", gives the trail). The correct model is thus the code plus that one fix.
  *
  * A group stop (and the fencer's kill) is modelled as instantaneous at the end of the belief: the implementation
  * starts stopping early enough that the stop completes by then (that is its obligation, not the protocol's),
- * and the fencer's kill falls within the slack (README.md).
+ * and the fencer's kill must fall within the margin's last tick (README.md; VARIANT 2 and BROKEN 5).
  *
  * Broken variants (compile with spin -DBROKEN=n), each must be caught:
  *   1: the holder runs until ttl after its renewal (no drift margin on the holder side)
  *   2: the contender ignores the vouch rule (takes over on the lease rule alone)
  *   3: the holder's vouch validity uses W without the drift margin and slack
  *   4: the holder counts its vouch validity from the vouch's arrival instead of the echoed heartbeat's send time
- *   5: the fencer fires one tick after the deadline it was armed with (later than the daemon's own deadline)
+ *   5: the fencer fires two ticks after the deadline it was armed with: after the other node's earliest takeover
  *   6: the fencer is disarmed when tandemd dies (e.g. a fencer bound to tandemd's connection)
  *   7: a restarted tandemd that does not re-adopt disarms the fencer without stopping the application first
  *   8: tandemd's deadlines stand still while it is frozen and it does not re-check them when it resumes
  *      (a relative timer instead of an absolute instant)
  *   9: a restarted tandemd re-adopts without asking the fencer AND with an unconditional write (not conditional
  *      on holder = this node): it takes the lease back blindly
- *  10: an active tandemd restarts a dead application without re-arming the fencer first (the fencer's entry may
- *      have fired already and then nothing would end that application if tandemd died next)
+ *  10: an active tandemd restarts a dead application without ARMing the fencer first (what the code does today:
+ *      the fencer's entry may have fired already, and if tandemd dies before the arming task's next ARM nothing
+ *      ends that application)
+ *  11: a resumed tandemd may act before its deadline check (which still comes at its next tick): a heartbeat
+ *      sent then, echoed in a vouch, revives its vouch validity although its deadline had passed
  *
  * Variants that are expected to stay SAFE (compile with spin -DVARIANT=n):
  *   1: a restarted tandemd re-adopts without asking the fencer (still conditional on holder = this node): the
  *      conditional write alone keeps re-adoption safe; the fencer's deadline only decides whether the old
  *      application is still worth adopting.
+ *   2: the fencer fires one tick after its deadline: the last tick of the margin absorbs it (BROKEN 5: two).
  */
 
 #ifndef BROKEN
@@ -136,7 +162,15 @@
 #define VARIANT 0
 #endif
 #ifndef MAXF
-#define MAXF 2
+#define MAXF 1
+#endif
+/* tandemd faults strike node 0 only, unless -DFAULTS_BOTH: the model is symmetric in the two nodes (same start
+ * state, same actions), so with one fault (MAXF 1) every behaviour with a fault on node 1 is the mirror image of
+ * one with the fault on node 0. With more faults, use -DFAULTS_BOTH (check.sh does). */
+#ifdef FAULTS_BOTH
+#define FAULTY(i) true
+#else
+#define FAULTY(i) (i == 0)
 #endif
 
 #define N    2
@@ -171,6 +205,8 @@
 #define NC_HI 9
 
 #if BROKEN == 5
+#define FENCE_LATE 2
+#elif VARIANT == 2
 #define FENCE_LATE 1
 #else
 #define FENCE_LATE 0
@@ -233,7 +269,12 @@ bool killed[N];     /* ghost (probe 5 only): the fencer killed i's application w
 #define NO_RECENT_VOUCH(i) (nc[i] == 0)
 #endif
 
+#ifdef EXPLICIT_ENV
 bool reach[N];      /* node i can talk to the store */
+#define REACH(i) reach[i]
+#else
+#define REACH(i) true
+#endif
 byte dm[N];         /* node i's tandemd: UP, FROZEN, DOWN, STARTING */
 bool running[N];    /* tandemd i believes it runs the group (role Active) */
 bool app[N];        /* the group's application runs on node i */
@@ -255,9 +296,15 @@ byte faults;        /* tandemd faults (crash, freeze) so far, at most MAXF */
 #define MINE(i) (holder == i && hinc)
 
 /* The safety property, checked wherever an application starts or a tandemd's belief can become current again
- * (an application only ever starts in app_on; a belief only becomes current in believe and resume). */
+ * (an application only ever starts in app_on; a belief only becomes current in believe and resume).
+ * -DAPPS_ONLY checks the applications alone: check.sh uses it for the broken variants, so that each of them is
+ * shown to lead to two running applications, not merely to two beliefs. */
+#ifdef APPS_ONLY
+#define SAFE assert(!(app[0] && app[1]))
+#else
 #define SAFE assert(!(app[0] && app[1]) && \
                     !(dm[0] == UP && running[0] && dm[1] == UP && running[1]))
+#endif
 
 inline choose(v, lo, hi) {
     v = lo;
@@ -291,10 +338,11 @@ inline dec_msg(m) {         /* countdown in a message; drop it when it is worth 
 }
 
 /* Timer starts. A timer that ends a belief (HOLD) only decides how long the node may stay running, and a node
- * may always stop earlier (action `stop`): so the longest real length covers every shorter one. A timer that
- * delays an action (WAIT) only enables that action, and every action is optional: so the shortest real length
- * covers every longer one. Compile with -DFULL_RANGES to choose every value of the range instead (slower;
- * same verdicts, see README.md). */
+ * may always stop earlier (action `stop`): so the longest real length covers every shorter one (the fencer's
+ * countdown is a copy of it: a later kill covers an earlier one, as an application that died early is covered by
+ * one that ran on, see "Implicit environment"). A timer that delays an action (WAIT) only enables that action,
+ * and every action is optional: so the shortest real length covers every longer one. Compile with -DFULL_RANGES
+ * to choose every value of the range instead (far larger: it does not complete, see README.md). */
 #ifdef FULL_RANGES
 #define HOLD(v, lo, hi) choose(v, lo, hi)
 #define WAIT(v, lo, hi) choose(v, lo, hi)
@@ -339,7 +387,7 @@ inline believe(i) {
 
 /* acquire an absent or released item */
 inline acquire(i) {
-    atomic { dm[i] == UP && reach[i] && holder == NONE ->
+    atomic { dm[i] == UP && REACH(i) && holder == NONE ->
         holder = i; hinc = true; written();
         if
         :: believe(i)
@@ -350,7 +398,7 @@ inline acquire(i) {
 /* renew (or re-acquire the item this tandemd still holds, same incarnation); renew_interval only matters for
  * liveness, so renewals may happen at any time */
 inline renew(i) {
-    atomic { dm[i] == UP && reach[i] && MINE(i) ->
+    atomic { dm[i] == UP && REACH(i) && MINE(i) ->
         written();
         if
         :: believe(i)
@@ -360,7 +408,7 @@ inline renew(i) {
 
 /* a renewal that finds another holder: TDM-LEASE-002, stop the group */
 inline not_holder(i) {
-    atomic { dm[i] == UP && reach[i] && !MINE(i) && running[i] ->
+    atomic { dm[i] == UP && REACH(i) && !MINE(i) && running[i] ->
         running[i] = false; app[i] = false; lv[i] = 0; vv[i] = 0 }
 }
 
@@ -370,21 +418,29 @@ inline stop(i) {
         running[i] = false; app[i] = false; lv[i] = 0; vv[i] = 0 }
 }
 
+/* a stop that fails (a resource did not stop, Admin/Move/Failed stops have no watchdog): tandemd no longer runs
+ * the group (role Failed, lease keeper and arming task stopped) but the application runs on; no DISARM, no
+ * release: the fencer fires at the last deadline it was given */
+inline stop_fails(i) {
+    atomic { dm[i] == UP && running[i] ->
+        running[i] = false; lv[i] = 0; vv[i] = 0 }
+}
+
 /* release, after the group stopped (DISARM, then release, as stop_group does after a clean stop) */
 inline release(i) {
-    atomic { dm[i] == UP && reach[i] && MINE(i) && !running[i] && !app[i] ->
+    atomic { dm[i] == UP && REACH(i) && MINE(i) && !running[i] && !app[i] ->
         holder = NONE; written(); lv[i] = 0; fd[i] = 0 }
 }
 
 /* contender reads the item held by another: the wait starts at the first sight of this version */
 inline observe(i) {
-    atomic { dm[i] == UP && reach[i] && HELD_BY_OTHER(i) && !seen[i] ->
+    atomic { dm[i] == UP && REACH(i) && HELD_BY_OTHER(i) && !seen[i] ->
         seen[i] = true; WAIT(cw[i], CW_LO, CW_HI) }
 }
 
 /* takeover: the same version for contender_wait, and no vouch sent for the no-contend time */
 inline takeover(i) {
-    atomic { dm[i] == UP && reach[i] && HELD_BY_OTHER(i) && seen[i] && cw[i] == 0 && NO_RECENT_VOUCH(i) ->
+    atomic { dm[i] == UP && REACH(i) && HELD_BY_OTHER(i) && seen[i] && cw[i] == 0 && NO_RECENT_VOUCH(i) ->
         holder = i; hinc = true; written();
         if
         :: believe(i); PROBE_TAKEOVER(i)
@@ -397,16 +453,16 @@ inline armer(i) {
     atomic { dm[i] == UP && running[i] -> arm(i) }
 }
 
-/* the application dies on its own (a failure) */
+/* the application dies on its own (a failure): only with -DEXPLICIT_ENV, see "Implicit environment" */
 inline app_dies(i) {
     atomic { app[i] -> app[i] = false }
 }
 
 /* an active tandemd starts the dead application again (a monitor's restart; Runner::restart_resource). The start
- * is guarded by the deadline (running[i] holds only while a belief does, see tick). The correct protocol ARMs
- * the fencer first, as start_group does; BROKEN 10 does not. */
+ * is guarded by the deadline (Runner::guarded): some belief must be left. The correct protocol ARMs the fencer
+ * first, as start_group does; BROKEN 10 does not. */
 inline restart_app(i) {
-    atomic { dm[i] == UP && running[i] && !app[i] ->
+    atomic { dm[i] == UP && running[i] && !app[i] && (lv[i] > 0 || vv[i] > 0) ->
 #if BROKEN != 10
         arm(i);
 #endif
@@ -445,7 +501,7 @@ inline on_vouch(i, j) {
 /* tandemd dies (crash, OOM kill, watchdog abort): everything it knew is gone; the application and the fencer live
  * on. (A crash of the whole node is this plus the application's death, with no restart.) */
 inline dcrash(i) {
-    atomic { faults < MAXF && dm[i] != DOWN ->
+    atomic { FAULTY(i) && faults < MAXF && dm[i] != DOWN ->
         faults++; dm[i] = DOWN;
         running[i] = false; lv[i] = 0; vv[i] = 0; seen[i] = false; cw[i] = 0; nc[i] = 0;
 #if BROKEN == 6
@@ -456,14 +512,15 @@ inline dcrash(i) {
 
 /* tandemd freezes (SIGSTOP, a stall): it keeps its beliefs and does nothing */
 inline freeze(i) {
-    atomic { faults < MAXF && dm[i] == UP -> faults++; dm[i] = FROZEN }
+    atomic { FAULTY(i) && faults < MAXF && dm[i] == UP -> faults++; dm[i] = FROZEN }
 }
 
 /* tandemd resumes; its first action is the deadline check of its next tick (active_step): past the deadline, it
- * stops the group at once. BROKEN 8: its deadlines stood still while it was frozen and it does not check. */
+ * stops the group at once. BROKEN 8: its deadlines stood still while it was frozen and it does not check.
+ * BROKEN 11: it acts before that check (the check of its next tick still comes). */
 inline resume(i) {
     atomic { dm[i] == FROZEN -> dm[i] = UP;
-#if BROKEN != 8
+#if BROKEN != 8 && BROKEN != 11
         if
         :: running[i] && lv[i] == 0 && vv[i] == 0 -> PROBE_RESUME(i); running[i] = false; app[i] = false
         :: else -> skip
@@ -496,7 +553,7 @@ inline drestart(i) {
 #define ADOPT_CONDITION(i) (holder == i)
 #endif
 inline adopt(i) {
-    atomic { dm[i] == STARTING && reach[i] && FENCER_SAYS_ADOPT(i) && ADOPT_CONDITION(i) ->
+    atomic { dm[i] == STARTING && REACH(i) && FENCER_SAYS_ADOPT(i) && ADOPT_CONDITION(i) ->
         holder = i; hinc = true; written();
         if
         :: PROBE_ADOPT(i); dm[i] = UP; believe(i)
@@ -514,7 +571,7 @@ inline no_adopt(i) {
         app[i] = false;
 #endif
         if
-        :: reach[i] && holder == i -> holder = NONE; written()
+        :: REACH(i) && holder == i -> holder = NONE; written()
         :: skip            /* store unreachable, or the release's answer lost before it took effect */
         fi;
         fd[i] = 0; dm[i] = UP }
@@ -578,6 +635,8 @@ active proctype cluster() {
     :: not_holder(1)
     :: stop(0)
     :: stop(1)
+    :: stop_fails(0)
+    :: stop_fails(1)
     :: release(0)
     :: release(1)
     :: observe(0)
@@ -607,8 +666,9 @@ active proctype cluster() {
     :: adopt(1)
     :: no_adopt(0)
     :: no_adopt(1)
-    /* environment: the store becomes reachable or not for a node; a message is lost; an application dies;
-     * time passes */
+    /* environment: time passes. With -DEXPLICIT_ENV also: the store becomes reachable or not for a node; a
+     * message is lost; an application dies (each is already covered, see "Implicit environment" above) */
+#ifdef EXPLICIT_ENV
     :: atomic { reach[0] = !reach[0] }
     :: atomic { reach[1] = !reach[1] }
     :: atomic { hb[0] != 0 -> hb[0] = 0 }
@@ -617,6 +677,7 @@ active proctype cluster() {
     :: atomic { vo[1] != 0 -> vo[1] = 0 }
     :: app_dies(0)
     :: app_dies(1)
+#endif
     :: tick()
     od
 }

@@ -411,6 +411,16 @@ impl Runner {
             self.fail_over(&format!("resource {resource} did not stop for its restart")).await;
             return;
         }
+        // The fencer may have fired meanwhile (a stalled re-arm): a fired entry never fires again, so the restarted
+        // process must be covered by a fresh arm before it starts (found by the spin model, variant 10).
+        let snap = self.cx.heartbeat.borrow().clone();
+        if let Some(d) = self.deadline(&snap).0
+            && let Err(e) = self.arm_fencer(d).await
+        {
+            self.cx.events.record(&self.group.name, "fence", e.code(), format!("restart of {resource}: {e}"));
+            self.fail_over(&format!("the fencer could not be armed for the restart of {resource}")).await;
+            return;
+        }
         match self.start_with_retries(i, inv, "restart: start").await {
             Attempts::Started => {
                 self.slots[i].state = "running";
