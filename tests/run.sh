@@ -12,7 +12,7 @@ export AWS_EC2_METADATA_DISABLED=true
 command -v terraform >/dev/null || { echo "tests/run.sh: terraform is not on PATH (Terraform >= 1.6 is needed)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "tests/run.sh: python3 is not on PATH (moto, the local AWS endpoint, needs it)" >&2; exit 1; }
 
-echo "== test bed tools (nftables, ping, spin; root)"
+echo "== test bed tools (nftables, spin; root)"
 bash tests/support/testbed-deps.sh
 
 echo "== moto (local AWS endpoint) venv"
