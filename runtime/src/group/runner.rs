@@ -330,6 +330,7 @@ impl Runner {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.prepare_resources().await;
         if !self.adopt_at_start().await {
             self.clean_up_at_start().await;
             self.release_stale_lease().await;
@@ -506,12 +507,6 @@ impl Runner {
             self.cx.events.record(&group, "fence", if f.ok { "" } else { "TDM-FNC-020" }, text);
             return false;
         }
-        for i in 0..self.slots.len() {
-            if let Err(e) = self.slots[i].imp.prepare().await {
-                let name = &self.slots[i].config.name;
-                self.cx.events.record(&group, "resource", e.code(), format!("prepare {name}: {e}"));
-            }
-        }
         let deadline = from_boottime(held.deadline_ns);
         let start = Instant::now();
         let Some(left) = deadline.checked_duration_since(start + self.stop_lead()) else {
@@ -687,16 +682,20 @@ impl Runner {
         }
     }
 
-    /// A resource found running when the daemon starts is stopped: this node does not hold the lease yet. Each
-    /// resource looks up what its starts need (`prepare`) so that a failover makes only the calls that move it.
-    async fn clean_up_at_start(&mut self) {
-        let inv = Invocation { lease_token: None };
+    /// Each resource looks up what its starts need (`prepare`), once per daemon start, so that a failover (or a
+    /// re-adoption) makes only the calls that move it.
+    async fn prepare_resources(&mut self) {
         for i in 0..self.slots.len() {
             if let Err(e) = self.slots[i].imp.prepare().await {
                 let name = &self.slots[i].config.name;
                 self.cx.events.record(&self.group.name, "resource", e.code(), format!("prepare {name}: {e}"));
             }
         }
+    }
+
+    /// A resource found running when the daemon starts is stopped: this node does not hold the lease yet.
+    async fn clean_up_at_start(&mut self) {
+        let inv = Invocation { lease_token: None };
         for i in (0..self.slots.len()).rev() {
             match self.slots[i].imp.probe(&inv).await {
                 Ok(Probe::Stopped) => {}
